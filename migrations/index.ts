@@ -1,0 +1,9 @@
+import type { MigrationObject } from '@mikro-orm/core';
+import { Migration20261126000001_users_auth } from './Migration20261126000001_users_auth';
+import { Migration20261126000002_metering } from './Migration20261126000002_metering';
+
+/** Every migration, in order. Listed explicitly so the compiled app and the tests run the same set. */
+export const migrationsList: MigrationObject[] = [
+  { name: 'Migration20261126000001_users_auth', class: Migration20261126000001_users_auth },
+  { name: 'Migration20261126000002_metering', class: Migration20261126000002_metering },
+];

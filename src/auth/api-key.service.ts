@@ -1,0 +1,48 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { query } from '../db/sql';
+import { BadUserInputError, ForbiddenError } from '../errors';
+import type { Logger } from '../logger';
+import { User } from '../users/user.entity';
+import { ApiKey } from './api-key.entity';
+import { newApiKey, sha256 } from './tokens';
+import type { Viewer } from './viewer';
+
+const MAX_NAME_LENGTH = 100;
+const MAX_ACTIVE_KEYS = 100;
+
+export class ApiKeyService {
+  constructor(private readonly log: Logger) {}
+
+  /** Creates a key for the viewer; the secret is returned here and never again. */
+  async create(em: EntityManager, viewer: Viewer, name: string): Promise<{ apiKey: ApiKey; secret: string }> {
+    const trimmed = name.trim();
+    if (trimmed === '' || trimmed.length > MAX_NAME_LENGTH) {
+      throw new BadUserInputError(`The key needs a name of 1 to ${MAX_NAME_LENGTH} characters.`, 'name');
+    }
+    const active = await em.count(ApiKey, { user: viewer.userId, revokedAt: null });
+    if (active >= MAX_ACTIVE_KEYS) throw new BadUserInputError(`At most ${MAX_ACTIVE_KEYS} active keys per user; revoke one first.`, 'name');
+    const { secret, prefix } = newApiKey();
+    const apiKey = new ApiKey();
+    apiKey.user = em.getReference(User, viewer.userId);
+    apiKey.name = trimmed;
+    apiKey.prefix = prefix;
+    apiKey.keyHash = sha256(secret);
+    await em.persistAndFlush(apiKey);
+    this.log.info({ event: 'api_key_created', userId: viewer.userId, apiKeyId: apiKey.id }, 'API key created');
+    return { apiKey, secret };
+  }
+
+  list(em: EntityManager, viewer: Viewer): Promise<ApiKey[]> {
+    return em.find(ApiKey, { user: viewer.userId }, { orderBy: { createdAt: 'desc', id: 'desc' } });
+  }
+
+  /** Revokes one of the viewer's keys (an admin may revoke anyone's). False when already revoked. */
+  async revoke(em: EntityManager, viewer: Viewer, id: string): Promise<boolean> {
+    const apiKey = /^[0-9a-f-]{36}$/i.test(id) ? await em.findOne(ApiKey, { id }) : null;
+    if (apiKey === null) throw new BadUserInputError('No API key has this id.', 'id');
+    if (apiKey.user.id !== viewer.userId && viewer.role !== 'ADMIN') throw new ForbiddenError('This API key is not yours.');
+    const revoked = await query(em, 'update api_keys set revoked_at = now() where id = ? and revoked_at is null returning id', [id]);
+    if (revoked.length > 0) this.log.info({ event: 'api_key_revoked', apiKeyId: id, by: viewer.userId }, 'API key revoked');
+    return revoked.length > 0;
+  }
+}

@@ -1,0 +1,61 @@
+import { createHash, randomBytes } from 'node:crypto';
+import jwt from 'jsonwebtoken';
+import type { Config } from '../config';
+
+export const API_KEY_PREFIX = 'sk-';
+const API_KEY_SHOWN_CHARACTERS = 10;
+
+export interface AccessClaims {
+  readonly userId: string;
+  readonly tokenVersion: number;
+  readonly expiresAt: Date;
+}
+
+/** SHA-256, hex: for 256-bit random secrets a slow hash adds nothing. */
+export function sha256(secret: string): string {
+  return createHash('sha256').update(secret).digest('hex');
+}
+
+export function newRefreshToken(): string {
+  return `rt_${randomBytes(32).toString('base64url')}`;
+}
+
+export function newApiKey(): { secret: string; prefix: string } {
+  const secret = `${API_KEY_PREFIX}${randomBytes(32).toString('base64url')}`;
+  return { secret, prefix: secret.slice(0, API_KEY_SHOWN_CHARACTERS) };
+}
+
+/** Signs and verifies access tokens: HS256 only, `exp` required, `iss`/`aud`/`typ` checked. */
+export class AccessTokens {
+  constructor(private readonly config: Config['jwt']) {}
+
+  sign(userId: string, tokenVersion: number, now: Date = new Date()): { token: string; expiresAt: Date } {
+    const issuedAt = Math.floor(now.getTime() / 1000);
+    const expiresAtSeconds = issuedAt + this.config.accessTtlSeconds;
+    const token = jwt.sign({ typ: 'access', tv: tokenVersion, iat: issuedAt, exp: expiresAtSeconds }, this.config.secret, {
+      algorithm: 'HS256',
+      issuer: this.config.issuer,
+      audience: this.config.audience,
+      subject: userId,
+    });
+    return { token, expiresAt: new Date(expiresAtSeconds * 1000) };
+  }
+
+  /** The claims of a valid access token, or null for anything else (forged, expired, wrong type). */
+  verify(token: string): AccessClaims | null {
+    let payload: string | jwt.JwtPayload;
+    try {
+      payload = jwt.verify(token, this.config.secret, {
+        algorithms: ['HS256'],
+        issuer: this.config.issuer,
+        audience: this.config.audience,
+      });
+    } catch {
+      return null;
+    }
+    if (typeof payload === 'string') return null;
+    const { typ, tv, sub, exp } = payload as jwt.JwtPayload & { typ?: unknown; tv?: unknown };
+    if (typ !== 'access' || typeof sub !== 'string' || typeof exp !== 'number' || !Number.isSafeInteger(tv)) return null;
+    return { userId: sub, tokenVersion: tv as number, expiresAt: new Date(exp * 1000) };
+  }
+}

@@ -1,0 +1,19 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import type { Logger } from './logger';
+import type { Services } from './services';
+import type { Viewer } from './auth/viewer';
+
+/** What every resolver receives, per HTTP request or per WebSocket operation. */
+export interface GraphQLContext {
+  readonly requestId: string;
+  readonly log: Logger;
+  /** Forked per request or operation: no identity map is shared between users. */
+  readonly em: EntityManager;
+  readonly services: Services;
+  /** The raw `Authorization` value (header on HTTP, connectionParams on the socket). */
+  readonly authorization: string | null;
+  readonly clientAddress: string;
+  readonly transport: 'http' | 'ws';
+  /** Set by `@auth` once the credentials are verified. */
+  viewer?: Viewer;
+}

@@ -1,0 +1,354 @@
+import 'reflect-metadata';
+import { randomUUID } from 'node:crypto';
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { ApolloServer, HeaderMap, type ApolloServerPlugin } from '@apollo/server';
+import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
+import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import { MikroORM } from '@mikro-orm/postgresql';
+import type { GraphQLFormattedError } from 'graphql';
+import { useServer } from 'graphql-ws/use/ws';
+import { WebSocketServer } from 'ws';
+import { redactUrl, type Config } from './config';
+import type { GraphQLContext } from './context';
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded';
+import { GRAPHIQL_ASSET_PREFIX, GRAPHIQL_CSP, graphiqlHtml, serveGraphiqlAsset, wantsGraphiql } from './graphiql';
+import { createLogger, type Logger } from './logger';
+import { ormOptions } from './mikro-orm.config';
+import { buildExecutableSchema } from './schema';
+import { BodyTooLargeError, clientAddressOf, readBody, sendGraphQLError, sendJson } from './server/http';
+import { createServices, type Services } from './services';
+import { systemClock, type Clock } from './clock';
+import { startSimulator, type Simulator } from './simulator';
+import { VERSION } from './version';
+
+export interface GatewayServer {
+  /** http://host:port/graphql */
+  readonly url: string;
+  /** ws://host:port/graphql */
+  readonly wsUrl: string;
+  readonly origin: string;
+  readonly orm: MikroORM;
+  readonly services: Services;
+  /** Set when this start created the first admin; `generatedPassword` only when none was configured. */
+  readonly adminBootstrap: { email: string; generatedPassword: string | null } | null;
+  /** Drains in-flight requests, closes sockets, then releases the database and upstream. */
+  stop(): Promise<void>;
+}
+
+export interface ServerOptions {
+  log?: Logger;
+  /** Tests inject a clock to cross quota period boundaries. */
+  clock?: Clock;
+}
+
+const GRAPHQL_PATH = '/graphql';
+const MAX_BODY_BYTES = 1024 * 1024;
+const MAX_WS_MESSAGE_BYTES = 64 * 1024;
+
+/** Codes from Apollo and graphql-js that the contract folds into its own. */
+const CONTRACT_CODE_OF: Record<string, string> = {
+  GRAPHQL_PARSE_FAILED: 'BAD_USER_INPUT',
+  GRAPHQL_VALIDATION_FAILED: 'BAD_USER_INPUT',
+  BAD_REQUEST: 'BAD_USER_INPUT',
+  OPERATION_RESOLUTION_FAILURE: 'BAD_USER_INPUT',
+  PERSISTED_QUERY_NOT_FOUND: 'BAD_USER_INPUT',
+  PERSISTED_QUERY_NOT_SUPPORTED: 'BAD_USER_INPUT',
+};
+const CONTRACT_CODES = new Set([
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'BAD_USER_INPUT',
+  'QUOTA_EXCEEDED',
+  'RATE_LIMITED',
+  'UPSTREAM_ERROR',
+  'INTERNAL_SERVER_ERROR',
+]);
+
+/**
+ * Every error leaves with one of the contract's codes. Anything the gateway did not raise on
+ * purpose (a driver error, a bug) loses its message, which could hold SQL or internals.
+ */
+export function formatGatewayError(formatted: GraphQLFormattedError, config: Config, log: Logger): GraphQLFormattedError {
+  const original = typeof formatted.extensions?.code === 'string' ? formatted.extensions.code : 'INTERNAL_SERVER_ERROR';
+  const code = CONTRACT_CODE_OF[original] ?? original;
+  if (CONTRACT_CODES.has(code) && code !== 'INTERNAL_SERVER_ERROR') {
+    const extensions: Record<string, unknown> = { ...formatted.extensions, code };
+    if (code !== original) extensions.reason = original;
+    if (config.env !== 'development') delete extensions.stacktrace;
+    return { ...formatted, extensions };
+  }
+  log.error({ err: formatted }, 'unexpected error in a GraphQL operation');
+  return {
+    message: 'Internal server error.',
+    locations: formatted.locations,
+    path: formatted.path,
+    extensions: {
+      code: 'INTERNAL_SERVER_ERROR',
+      ...(config.env === 'development' && formatted.extensions?.stacktrace !== undefined
+        ? { stacktrace: formatted.extensions.stacktrace }
+        : {}),
+    },
+  };
+}
+
+export async function createServer(config: Config, options: ServerOptions = {}): Promise<GatewayServer> {
+  const log = options.log ?? createLogger(config);
+  const cleanups: (() => Promise<void>)[] = [];
+  const runCleanups = async (): Promise<void> => {
+    for (const cleanup of cleanups.splice(0).reverse()) {
+      try {
+        await cleanup();
+      } catch (error) {
+        log.error({ err: error }, 'error while stopping');
+      }
+    }
+  };
+
+  try {
+    let databaseUrl = config.databaseUrl;
+    if (databaseUrl === null) {
+      const embedded: EmbeddedDatabase = await startEmbeddedPostgres(config.dataDir, log);
+      cleanups.push(() => embedded.stop());
+      databaseUrl = embedded.url;
+    }
+
+    const orm = await MikroORM.init(ormOptions(databaseUrl));
+    cleanups.push(() => orm.close(true));
+    if (config.migrateOnStart) {
+      const applied = await orm.getMigrator().up();
+      if (applied.length > 0) log.info({ migrations: applied.map((m) => m.name) }, 'migrations applied');
+    }
+
+    const upstream = await resolveUpstream(config, log);
+    if (upstream.simulator !== null) {
+      const running = upstream.simulator;
+      cleanups.push(() => running.stop());
+    }
+
+    const services = createServices({
+      config,
+      log,
+      orm,
+      clock: options.clock ?? systemClock,
+      serverInfo: {
+        version: VERSION,
+        upstreamBaseUrl: redactUrl(upstream.baseUrl),
+        simulator: upstream.simulator !== null,
+        environment: config.env,
+      },
+    });
+    const bootstrap = await services.users.bootstrapAdmin(orm.em.fork());
+    await services.quota.reapExpired(orm.em.fork());
+    const reaper = setInterval(() => {
+      services.quota.reapExpired(orm.em.fork()).catch((error: unknown) => log.error({ err: error }, 'reservation reaper failed'));
+    }, 60_000);
+    reaper.unref();
+    cleanups.push(async () => clearInterval(reaper));
+
+    const schema = buildExecutableSchema();
+    const httpServer = createHttpServer();
+    httpServer.keepAliveTimeout = 65_000;
+
+    const wsServer = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_MESSAGE_BYTES });
+    const wsHandle = useServer<Record<string, unknown>>(
+      {
+        schema,
+        context: (ctx): GraphQLContext => {
+          const authorization = ctx.connectionParams?.authorization;
+          return {
+            requestId: randomUUID(),
+            log,
+            em: orm.em.fork(),
+            services,
+            authorization: typeof authorization === 'string' ? authorization : null,
+            clientAddress: clientAddressOf(ctx.extra.request),
+            transport: 'ws',
+          };
+        },
+      },
+      wsServer,
+    );
+
+    const apollo = new ApolloServer<GraphQLContext>({
+      schema,
+      introspection: config.env !== 'production',
+      includeStacktraceInErrorResponses: config.env === 'development',
+      persistedQueries: false,
+      allowBatchedHttpRequests: false,
+      formatError: (formatted) => formatGatewayError(formatted, config, log),
+      plugins: [
+        ApolloServerPluginDrainHttpServer({ httpServer }),
+        ApolloServerPluginLandingPageDisabled(),
+        drainWebSockets(async () => {
+          await wsHandle.dispose();
+        }),
+      ],
+    });
+    await apollo.start();
+    cleanups.push(() => apollo.stop());
+
+    const assetDir = path.resolve(__dirname, '../public/graphiql');
+    const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+      const { pathname, search } = new URL(req.url ?? '/', 'http://gateway');
+      if (pathname === '/healthz') return sendJson(res, 200, { status: 'ok', version: VERSION });
+      if (pathname === '/readyz') {
+        try {
+          await orm.em.getConnection().execute('select 1');
+          return sendJson(res, 200, { status: 'ready' });
+        } catch {
+          return sendJson(res, 503, { status: 'unavailable', reason: 'database unreachable' });
+        }
+      }
+      if (pathname.startsWith(GRAPHIQL_ASSET_PREFIX)) {
+        if (serveGraphiqlAsset(req, res, assetDir, pathname)) return;
+        return sendJson(res, 404, { error: 'not found' });
+      }
+      if (pathname !== GRAPHQL_PATH) return sendJson(res, 404, { error: 'not found' });
+
+      if (wantsGraphiql(req) && !search.includes('query=')) {
+        const html = graphiqlHtml({ title: 'vLLM gateway · GraphiQL', assetBase: GRAPHIQL_ASSET_PREFIX });
+        res.writeHead(200, {
+          'content-type': 'text/html; charset=utf-8',
+          'content-security-policy': GRAPHIQL_CSP,
+          'x-content-type-options': 'nosniff',
+          'referrer-policy': 'no-referrer',
+          'cache-control': 'no-store',
+        });
+        res.end(html);
+        return;
+      }
+
+      const requestId = randomUUID();
+      let body: unknown = undefined;
+      if (req.method === 'POST') {
+        let raw: string;
+        try {
+          raw = await readBody(req, MAX_BODY_BYTES);
+        } catch (error) {
+          if (error instanceof BodyTooLargeError) {
+            res.setHeader('connection', 'close');
+            return sendGraphQLError(res, 413, `Request body is over ${MAX_BODY_BYTES} bytes.`, 'BAD_USER_INPUT');
+          }
+          throw error;
+        }
+        try {
+          body = raw === '' ? {} : JSON.parse(raw);
+        } catch {
+          return sendGraphQLError(res, 400, 'The request body is not valid JSON.', 'BAD_USER_INPUT');
+        }
+      }
+
+      const headers = new HeaderMap();
+      for (const [name, value] of Object.entries(req.headers)) {
+        if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(', ') : value);
+      }
+      const response = await apollo.executeHTTPGraphQLRequest({
+        httpGraphQLRequest: { method: req.method ?? 'GET', headers, search, body },
+        context: async () => ({
+          requestId,
+          log: log.child({ requestId }),
+          em: orm.em.fork(),
+          services,
+          authorization: req.headers.authorization ?? null,
+          clientAddress: clientAddressOf(req),
+          transport: 'http',
+        }),
+      });
+      const responseHeaders: Record<string, string> = { 'x-request-id': requestId };
+      for (const [name, value] of response.headers) responseHeaders[name] = value;
+      if (response.body.kind === 'complete') {
+        responseHeaders['content-length'] = String(Buffer.byteLength(response.body.string));
+        res.writeHead(response.status ?? 200, responseHeaders);
+        res.end(response.body.string);
+        return;
+      }
+      res.writeHead(response.status ?? 200, responseHeaders);
+      for await (const chunk of response.body.asyncIterator) res.write(chunk);
+      res.end();
+    };
+
+    httpServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      handle(req, res).catch((error: unknown) => {
+        log.error({ err: error }, 'unhandled error in an HTTP request');
+        if (!res.headersSent) sendGraphQLError(res, 500, 'Internal server error.', 'INTERNAL_SERVER_ERROR');
+        else res.destroy();
+      });
+    });
+    httpServer.on('upgrade', (req, socket, head) => {
+      const { pathname } = new URL(req.url ?? '/', 'http://gateway');
+      if (pathname !== GRAPHQL_PATH) {
+        socket.destroy();
+        return;
+      }
+      wsServer.handleUpgrade(req, socket, head, (ws) => {
+        wsServer.emit('connection', ws, req);
+      });
+    });
+
+    await listen(httpServer, config.port, config.host);
+    cleanups.push(() => closeServer(httpServer));
+    const address = httpServer.address() as AddressInfo;
+    const hostForUrl = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+    const origin = `http://${hostForUrl}:${address.port}`;
+
+    let stopping: Promise<void> | null = null;
+    return {
+      url: `${origin}${GRAPHQL_PATH}`,
+      wsUrl: `ws://${hostForUrl}:${address.port}${GRAPHQL_PATH}`,
+      origin,
+      orm,
+      services,
+      adminBootstrap: bootstrap,
+      stop: () => {
+        stopping ??= runCleanups();
+        return stopping;
+      },
+    };
+  } catch (error) {
+    await runCleanups();
+    throw error;
+  }
+}
+
+/** The configured vLLM, or the built-in simulator when none is configured. */
+async function resolveUpstream(config: Config, log: Logger): Promise<{ baseUrl: string; simulator: Simulator | null }> {
+  if (config.vllm.baseUrl !== null) return { baseUrl: config.vllm.baseUrl, simulator: null };
+  const simulator = await startSimulator({ timeToFirstTokenMs: 30, interTokenLatencyMs: 15 });
+  log.warn(
+    { upstream: simulator.url },
+    'VLLM_BASE_URL is not set: chat is answered by the BUILT-IN vLLM SIMULATOR, not a real model. Set VLLM_BASE_URL to use vLLM.',
+  );
+  return { baseUrl: simulator.url, simulator };
+}
+
+function drainWebSockets(dispose: () => Promise<void>): ApolloServerPlugin<GraphQLContext> {
+  return {
+    async serverWillStart() {
+      return {
+        async drainServer() {
+          await dispose();
+        },
+      };
+    },
+  };
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}

@@ -1,0 +1,44 @@
+import type { MikroORM } from '@mikro-orm/postgresql';
+import { ApiKeyService } from './auth/api-key.service';
+import { AuthService } from './auth/auth.service';
+import { PasswordHasher } from './auth/passwords';
+import type { Clock } from './clock';
+import type { Config } from './config';
+import type { Logger } from './logger';
+import { QuotaService } from './quota/quota.service';
+import type { ServerInfo } from './server-info/server-info.resolver';
+import { UserService } from './users/user.service';
+
+/** The composition root's product: one instance of each service, shared by every request. */
+export interface Services {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly orm: MikroORM;
+  readonly clock: Clock;
+  readonly serverInfo: ServerInfo;
+  readonly auth: AuthService;
+  readonly apiKeys: ApiKeyService;
+  readonly users: UserService;
+  readonly quota: QuotaService;
+}
+
+export function createServices(deps: {
+  config: Config;
+  log: Logger;
+  orm: MikroORM;
+  clock: Clock;
+  serverInfo: ServerInfo;
+}): Services {
+  const { config, log, clock } = deps;
+  const auth = new AuthService(config, new PasswordHasher(config.passwordHash), log);
+  // A reservation outlives its request only if the process died; a minute past the upstream
+  // timeout, the reaper may safely give it back.
+  const quota = new QuotaService(clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60);
+  return {
+    ...deps,
+    auth,
+    apiKeys: new ApiKeyService(log),
+    users: new UserService(config, auth, quota, log),
+    quota,
+  };
+}

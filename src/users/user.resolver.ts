@@ -1,0 +1,58 @@
+import { Arg, Ctx, Directive, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
+import { viewerOf } from '../auth/viewer';
+import type { GraphQLContext } from '../context';
+import { BadUserInputError, ForbiddenError } from '../errors';
+import { QuotaUsage } from '../quota/quota.types';
+import { Role, type User } from './user.entity';
+import { CreateUserInput, UpdateUserInput, UserConnection, UserType } from './user.types';
+
+@Resolver(() => UserType)
+export class UserResolver {
+  @Directive('@auth')
+  @Query(() => UserType, { description: 'The signed-in user.' })
+  async me(@Ctx() ctx: GraphQLContext): Promise<User> {
+    const user = await ctx.services.users.get(ctx.em, viewerOf(ctx).userId);
+    if (user === null) throw new BadUserInputError('Your user no longer exists.');
+    return user;
+  }
+
+  @Directive('@auth(role: ADMIN)')
+  @Query(() => UserType, { nullable: true, description: 'null when no user has this id.' })
+  user(@Arg('id', () => ID) id: string, @Ctx() ctx: GraphQLContext): Promise<User | null> {
+    return ctx.services.users.get(ctx.em, id);
+  }
+
+  @Directive('@auth(role: ADMIN)')
+  @Query(() => UserConnection, { description: 'Users in creation order; search matches part of the email.' })
+  users(
+    @Ctx() ctx: GraphQLContext,
+    @Arg('first', () => Int, { nullable: true, description: '1 to 100; 20 when omitted.' }) first?: number | null,
+    @Arg('after', () => String, { nullable: true }) after?: string | null,
+    @Arg('search', () => String, { nullable: true }) search?: string | null,
+  ): Promise<UserConnection> {
+    return ctx.services.users.list(ctx.em, { first, after, search });
+  }
+
+  @Directive('@auth(role: ADMIN)')
+  @Mutation(() => UserType)
+  createUser(@Arg('input', () => CreateUserInput) input: CreateUserInput, @Ctx() ctx: GraphQLContext): Promise<User> {
+    return ctx.services.users.create(ctx.em, input);
+  }
+
+  @Directive('@auth(role: ADMIN)')
+  @Mutation(() => UserType)
+  updateUser(
+    @Arg('id', () => ID) id: string,
+    @Arg('input', () => UpdateUserInput) input: UpdateUserInput,
+    @Ctx() ctx: GraphQLContext,
+  ): Promise<User> {
+    return ctx.services.users.update(ctx.em, viewerOf(ctx), id, input);
+  }
+
+  @FieldResolver(() => QuotaUsage, { description: "Spend in the current period; an admin's or your own." })
+  usage(@Root() user: UserType, @Ctx() ctx: GraphQLContext): Promise<QuotaUsage> {
+    const viewer = viewerOf(ctx);
+    if (viewer.userId !== user.id && viewer.role !== Role.ADMIN) throw new ForbiddenError();
+    return ctx.services.quota.usageOf(ctx.em, user);
+  }
+}
