@@ -12,7 +12,7 @@ const config: CodegenConfig = {
       config: { useTypeImports: true, enumsAsTypes: true, scalars: { DateTime: 'string' } },
     },
   },
-  silent: true,
+  errorsOnly: true,
 };
 
 export default config;

@@ -30,6 +30,12 @@ export interface Config {
     readonly refreshTtlSeconds: number;
   };
   readonly admin: { readonly email: string; readonly password: string | null };
+  readonly chat: {
+    readonly maxMessages: number;
+    /** Characters of all message contents together, refused before any tokenizing. */
+    readonly maxContentChars: number;
+    readonly maxStopSequences: number;
+  };
   /** argon2id cost; never below OWASP's minimum (19 MiB, 2 passes, 1 lane). */
   readonly passwordHash: { readonly memoryKiB: number; readonly timeCost: number; readonly parallelism: number };
   readonly login: {
@@ -188,6 +194,11 @@ export function loadConfig(env: Env = process.env): Config {
       refreshTtlSeconds: integer(env, 'REFRESH_TOKEN_TTL_SECONDS', 30 * 86_400, 60, 365 * 86_400),
     },
     admin: { email: adminEmail.toLowerCase(), password: adminPassword },
+    chat: {
+      maxMessages: integer(env, 'CHAT_MAX_MESSAGES', 256, 1, 10_000),
+      maxContentChars: integer(env, 'CHAT_MAX_CONTENT_CHARS', 400_000, 1, 100_000_000),
+      maxStopSequences: integer(env, 'CHAT_MAX_STOP_SEQUENCES', 8, 0, 64),
+    },
     passwordHash: {
       memoryKiB: integer(env, 'PASSWORD_HASH_MEMORY_KIB', 65_536, 19_456, 4_194_304),
       timeCost: integer(env, 'PASSWORD_HASH_TIME_COST', 3, 2, 100),

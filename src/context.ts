@@ -2,6 +2,7 @@ import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Logger } from './logger';
 import type { Services } from './services';
 import type { Viewer } from './auth/viewer';
+import type { MeteredChat } from './chat/chat.service';
 
 /** What every resolver receives, per HTTP request or per WebSocket operation. */
 export interface GraphQLContext {
@@ -16,4 +17,6 @@ export interface GraphQLContext {
   readonly transport: 'http' | 'ws';
   /** Set by `@auth` once the credentials are verified. */
   viewer?: Viewer;
+  /** Set by `@quota`: the reservation of the field's upstream call. */
+  metered?: MeteredChat;
 }

@@ -21,6 +21,7 @@ import { BodyTooLargeError, clientAddressOf, readBody, sendGraphQLError, sendJso
 import { createServices, type Services } from './services';
 import { systemClock, type Clock } from './clock';
 import { startSimulator, type Simulator } from './simulator';
+import { LocalUsageBus } from './usage/usage-bus';
 import { VERSION } from './version';
 
 export interface GatewayServer {
@@ -127,11 +128,15 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       cleanups.push(() => running.stop());
     }
 
+    const usageBus = new LocalUsageBus();
+    cleanups.push(() => usageBus.close());
     const services = createServices({
       config,
       log,
       orm,
       clock: options.clock ?? systemClock,
+      upstreamBaseUrl: upstream.baseUrl,
+      usageBus,
       serverInfo: {
         version: VERSION,
         upstreamBaseUrl: redactUrl(upstream.baseUrl),
@@ -139,6 +144,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
         environment: config.env,
       },
     });
+    cleanups.push(() => services.upstream.close());
     const bootstrap = await services.users.bootstrapAdmin(orm.em.fork());
     await services.quota.reapExpired(orm.em.fork());
     const reaper = setInterval(() => {

@@ -5,7 +5,11 @@ import { PasswordHasher } from './auth/passwords';
 import type { Clock } from './clock';
 import type { Config } from './config';
 import type { Logger } from './logger';
+import { ChatService } from './chat/chat.service';
+import { PromptCounter } from './chat/prompt-counter';
+import { Upstream } from './chat/upstream';
 import { QuotaService } from './quota/quota.service';
+import type { UsageBus } from './usage/usage-bus';
 import type { ServerInfo } from './server-info/server-info.resolver';
 import { UserService } from './users/user.service';
 
@@ -20,6 +24,9 @@ export interface Services {
   readonly apiKeys: ApiKeyService;
   readonly users: UserService;
   readonly quota: QuotaService;
+  readonly upstream: Upstream;
+  readonly chat: ChatService;
+  readonly usageBus: UsageBus;
 }
 
 export function createServices(deps: {
@@ -28,17 +35,27 @@ export function createServices(deps: {
   orm: MikroORM;
   clock: Clock;
   serverInfo: ServerInfo;
+  upstreamBaseUrl: string;
+  usageBus: UsageBus;
 }): Services {
-  const { config, log, clock } = deps;
+  const { config, log, clock, usageBus, upstreamBaseUrl, ...rest } = deps;
   const auth = new AuthService(config, new PasswordHasher(config.passwordHash), log);
   // A reservation outlives its request only if the process died; a minute past the upstream
   // timeout, the reaper may safely give it back.
   const quota = new QuotaService(clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60);
+  const upstream = new Upstream({ baseUrl: upstreamBaseUrl, apiKey: config.vllm.apiKey, timeoutMs: config.vllm.timeoutMs, log });
+  const chat = new ChatService(config, upstream, new PromptCounter(upstream, config.vllm.tiktokenMargin), quota, usageBus, log);
   return {
-    ...deps,
+    ...rest,
+    config,
+    log,
+    clock,
     auth,
     apiKeys: new ApiKeyService(log),
     users: new UserService(config, auth, quota, log),
     quota,
+    upstream,
+    chat,
+    usageBus,
   };
 }

@@ -62,6 +62,11 @@ export interface Simulator {
   resetStats(): void;
   /** Applies to every token produced after the call, in-flight requests included. */
   setLatency(latency: LatencySettings): void;
+  /**
+   * A fault spec (see index.ts) for every later request that names none itself, or null to
+   * stop: for driving faults through a client, such as the gateway, that forwards no headers.
+   */
+  setFault(spec: string | null): void;
   stop(): Promise<void>;
 }
 
@@ -230,6 +235,7 @@ interface Run {
 }
 
 class VllmSimulator implements Simulator {
+  private defaultFault: FaultPlan | null = null;
   readonly stats: SimulatorStats = {
     chatRequests: 0,
     completed: 0,
@@ -275,6 +281,16 @@ class VllmSimulator implements Simulator {
     const hostPart = address.address.includes(':') ? `[${address.address}]` : address.address;
     this.origin = `http://${hostPart}:${address.port}`;
     this.url = `${this.origin}/v1`;
+  }
+
+  setFault(spec: string | null): void {
+    if (spec === null) {
+      this.defaultFault = null;
+      return;
+    }
+    const parsed = parseFaultSpec(spec);
+    if (parsed === null) throw new Error(`unknown fault spec '${spec}'`);
+    this.defaultFault = parsed;
   }
 
   resetStats(): void {
@@ -414,7 +430,7 @@ class VllmSimulator implements Simulator {
   private resolveFaults(req: IncomingMessage, fromModel: FaultPlan): FaultPlan {
     const header = req.headers['x-sim-fault'];
     const afterHeader = req.headers['x-sim-fault-after'];
-    let faults = fromModel;
+    let faults = fromModel.fault === null && this.defaultFault !== null ? this.defaultFault : fromModel;
     if (typeof header === 'string') {
       const parsed = parseFaultSpec(header.trim());
       if (parsed === null) throw badRequest(`Unknown x-sim-fault '${header}'.`);
