@@ -30,6 +30,16 @@ export interface Config {
     readonly refreshTtlSeconds: number;
   };
   readonly admin: { readonly email: string; readonly password: string | null };
+  readonly http: {
+    /** Request bodies above this are refused with 413 before parsing. */
+    readonly maxBodyBytes: number;
+  };
+  readonly ws: {
+    readonly maxMessageBytes: number;
+    readonly maxConnectionsPerUser: number;
+    /** A socket that sends no connection_init within this is closed (4408). */
+    readonly connectionInitWaitMs: number;
+  };
   readonly chat: {
     readonly maxMessages: number;
     /** Characters of all message contents together, refused before any tokenizing. */
@@ -194,6 +204,14 @@ export function loadConfig(env: Env = process.env): Config {
       refreshTtlSeconds: integer(env, 'REFRESH_TOKEN_TTL_SECONDS', 30 * 86_400, 60, 365 * 86_400),
     },
     admin: { email: adminEmail.toLowerCase(), password: adminPassword },
+    http: {
+      maxBodyBytes: integer(env, 'HTTP_MAX_BODY_BYTES', 1_048_576, 1024, 1_073_741_824),
+    },
+    ws: {
+      maxMessageBytes: integer(env, 'WS_MAX_MESSAGE_BYTES', 262_144, 1024, 1_073_741_824),
+      maxConnectionsPerUser: integer(env, 'WS_MAX_CONNECTIONS_PER_USER', 20, 1, 100_000),
+      connectionInitWaitMs: integer(env, 'WS_CONNECTION_INIT_WAIT_MS', 3000, 100, 60_000),
+    },
     chat: {
       maxMessages: integer(env, 'CHAT_MAX_MESSAGES', 256, 1, 10_000),
       maxContentChars: integer(env, 'CHAT_MAX_CONTENT_CHARS', 400_000, 1, 100_000_000),

@@ -10,10 +10,11 @@ import { ChatResolver } from './chat/chat.resolver';
 import { applyQuotaDirective } from './quota/quota.directive';
 import { withDirectiveDefinitions } from './graphql/directives';
 import { ServerInfoResolver } from './server-info/server-info.resolver';
+import { UsageResolver } from './usage/usage.resolver';
 import { UserResolver } from './users/user.resolver';
 
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type -- type-graphql's own resolver list type
-const resolvers: NonEmptyArray<Function> = [ServerInfoResolver, AuthResolver, UserResolver, ChatResolver];
+const resolvers: NonEmptyArray<Function> = [ServerInfoResolver, AuthResolver, UserResolver, ChatResolver, UsageResolver];
 
 /** The executable schema: type-graphql's build, directive definitions, then directive behaviour. */
 export function buildGatewaySchema(): GraphQLSchema {

@@ -7,7 +7,7 @@ import { ApolloServer, HeaderMap, type ApolloServerPlugin } from '@apollo/server
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { MikroORM } from '@mikro-orm/postgresql';
-import type { GraphQLFormattedError } from 'graphql';
+import type { GraphQLError, GraphQLFormattedError } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
 import { redactUrl, type Config } from './config';
@@ -21,7 +21,12 @@ import { BodyTooLargeError, clientAddressOf, readBody, sendGraphQLError, sendJso
 import { createServices, type Services } from './services';
 import { systemClock, type Clock } from './clock';
 import { startSimulator, type Simulator } from './simulator';
-import { LocalUsageBus } from './usage/usage-bus';
+import type { Viewer } from './auth/viewer';
+import { CHANNELS, PgNotifications } from './db/notifications';
+import { UnauthenticatedError } from './errors';
+import { DocumentCache, extraValidationRules } from './graphql/validation';
+import { CLOSE_CREDENTIALS_REVOKED, CLOSE_TOO_MANY_CONNECTIONS, SocketRegistry } from './server/sockets';
+import { PgUsageBus } from './usage/usage-bus';
 import { VERSION } from './version';
 
 export interface GatewayServer {
@@ -45,8 +50,6 @@ export interface ServerOptions {
 }
 
 const GRAPHQL_PATH = '/graphql';
-const MAX_BODY_BYTES = 1024 * 1024;
-const MAX_WS_MESSAGE_BYTES = 64 * 1024;
 
 /** Codes from Apollo and graphql-js that the contract folds into its own. */
 const CONTRACT_CODE_OF: Record<string, string> = {
@@ -128,8 +131,10 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       cleanups.push(() => running.stop());
     }
 
-    const usageBus = new LocalUsageBus();
-    cleanups.push(() => usageBus.close());
+    const notifications = new PgNotifications(databaseUrl, log);
+    await notifications.start();
+    cleanups.push(() => notifications.stop());
+    const usageBus = new PgUsageBus(notifications, orm, log);
     const services = createServices({
       config,
       log,
@@ -157,22 +162,70 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     const httpServer = createHttpServer();
     httpServer.keepAliveTimeout = 65_000;
 
-    const wsServer = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_MESSAGE_BYTES });
+    const sockets = new SocketRegistry(services.auth, config.ws.maxConnectionsPerUser, log);
+    notifications.on(CHANNELS.auth, (payload) => {
+      const change = services.auth.applyCredentialChange(payload);
+      if (change !== null) void sockets.recheck(change.userId).catch((error: unknown) => log.error({ err: error }, 'socket recheck failed'));
+    });
+    notifications.onReconnect(() => {
+      services.auth.forgetCachedCredentials();
+      void sockets.recheckAll().catch((error: unknown) => log.error({ err: error }, 'socket recheck failed'));
+    });
+
+    const extraRules = extraValidationRules(config);
+    const documents = new DocumentCache(schema, extraRules);
+    const wsServer = new WebSocketServer({ noServer: true, maxPayload: config.ws.maxMessageBytes });
+    const formatErrors = (errors: readonly GraphQLError[]): GraphQLFormattedError[] =>
+      errors.map((error) => formatGatewayError(error.toJSON(), config, log));
     const wsHandle = useServer<Record<string, unknown>>(
       {
         schema,
-        context: (ctx): GraphQLContext => {
+        connectionInitWaitTimeout: config.ws.connectionInitWaitMs,
+        onConnect: async (ctx) => {
           const authorization = ctx.connectionParams?.authorization;
-          return {
-            requestId: randomUUID(),
-            log,
+          let viewer: Viewer;
+          try {
+            viewer = await services.auth.authenticate(orm.em.fork(), typeof authorization === 'string' ? authorization : null);
+          } catch {
+            return false;
+          }
+          if (!sockets.register(ctx.extra.socket, viewer)) {
+            ctx.extra.socket.close(CLOSE_TOO_MANY_CONNECTIONS, 'Too many connections for this user');
+            return false;
+          }
+          return true;
+        },
+        onSubscribe: async (ctx, _id, payload) => {
+          const viewer = sockets.viewerOf(ctx.extra.socket);
+          const state = viewer === undefined ? null : await services.auth.currentState(viewer);
+          if (viewer === undefined || state === null) {
+            ctx.extra.socket.close(CLOSE_CREDENTIALS_REVOKED, 'Credentials revoked');
+            return [new UnauthenticatedError('The credentials of this connection are no longer valid.')];
+          }
+          const parsed = documents.get(payload.query);
+          if (parsed.errors !== null) return parsed.errors;
+          const requestId = randomUUID();
+          const contextValue: GraphQLContext = {
+            requestId,
+            log: log.child({ requestId }),
             em: orm.em.fork(),
             services,
-            authorization: typeof authorization === 'string' ? authorization : null,
+            authorization: typeof ctx.connectionParams?.authorization === 'string' ? ctx.connectionParams.authorization : null,
             clientAddress: clientAddressOf(ctx.extra.request),
             transport: 'ws',
+            viewer: { ...viewer, role: state.role },
+          };
+          return {
+            schema,
+            document: parsed.document,
+            operationName: payload.operationName,
+            variableValues: payload.variables,
+            contextValue,
           };
         },
+        onNext: (_ctx, _id, _payload, _args, result) =>
+          result.errors === undefined ? result : { ...result, errors: formatErrors(result.errors) },
+        onError: (_ctx, _id, _payload, errors) => formatErrors(errors),
       },
       wsServer,
     );
@@ -184,6 +237,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       persistedQueries: false,
       allowBatchedHttpRequests: false,
       formatError: (formatted) => formatGatewayError(formatted, config, log),
+      validationRules: extraRules,
       plugins: [
         ApolloServerPluginDrainHttpServer({ httpServer }),
         ApolloServerPluginLandingPageDisabled(),
@@ -231,11 +285,11 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       if (req.method === 'POST') {
         let raw: string;
         try {
-          raw = await readBody(req, MAX_BODY_BYTES);
+          raw = await readBody(req, config.http.maxBodyBytes);
         } catch (error) {
           if (error instanceof BodyTooLargeError) {
             res.setHeader('connection', 'close');
-            return sendGraphQLError(res, 413, `Request body is over ${MAX_BODY_BYTES} bytes.`, 'BAD_USER_INPUT');
+            return sendGraphQLError(res, 413, `Request body is over ${config.http.maxBodyBytes} bytes.`, 'BAD_USER_INPUT');
           }
           throw error;
         }

@@ -10,6 +10,7 @@ import { PromptCounter } from './chat/prompt-counter';
 import { Upstream } from './chat/upstream';
 import { QuotaService } from './quota/quota.service';
 import type { UsageBus } from './usage/usage-bus';
+import { UsageService } from './usage/usage.service';
 import type { ServerInfo } from './server-info/server-info.resolver';
 import { UserService } from './users/user.service';
 
@@ -27,6 +28,7 @@ export interface Services {
   readonly upstream: Upstream;
   readonly chat: ChatService;
   readonly usageBus: UsageBus;
+  readonly usage: UsageService;
 }
 
 export function createServices(deps: {
@@ -39,7 +41,7 @@ export function createServices(deps: {
   usageBus: UsageBus;
 }): Services {
   const { config, log, clock, usageBus, upstreamBaseUrl, ...rest } = deps;
-  const auth = new AuthService(config, new PasswordHasher(config.passwordHash), log);
+  const auth = new AuthService(config, new PasswordHasher(config.passwordHash), log, deps.orm);
   // A reservation outlives its request only if the process died; a minute past the upstream
   // timeout, the reaper may safely give it back.
   const quota = new QuotaService(clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60);
@@ -51,11 +53,12 @@ export function createServices(deps: {
     log,
     clock,
     auth,
-    apiKeys: new ApiKeyService(log),
+    apiKeys: new ApiKeyService(auth, log),
     users: new UserService(config, auth, quota, log),
     quota,
     upstream,
     chat,
     usageBus,
+    usage: new UsageService(usageBus, auth),
   };
 }

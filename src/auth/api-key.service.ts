@@ -4,6 +4,7 @@ import { BadUserInputError, ForbiddenError } from '../errors';
 import type { Logger } from '../logger';
 import { User } from '../users/user.entity';
 import { ApiKey } from './api-key.entity';
+import type { AuthService } from './auth.service';
 import { newApiKey, sha256 } from './tokens';
 import type { Viewer } from './viewer';
 
@@ -11,7 +12,10 @@ const MAX_NAME_LENGTH = 100;
 const MAX_ACTIVE_KEYS = 100;
 
 export class ApiKeyService {
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly auth: AuthService,
+    private readonly log: Logger,
+  ) {}
 
   /** Creates a key for the viewer; the secret is returned here and never again. */
   async create(em: EntityManager, viewer: Viewer, name: string): Promise<{ apiKey: ApiKey; secret: string }> {
@@ -42,6 +46,7 @@ export class ApiKeyService {
     if (apiKey === null) throw new BadUserInputError('No API key has this id.', 'id');
     if (apiKey.user.id !== viewer.userId && viewer.role !== 'ADMIN') throw new ForbiddenError('This API key is not yours.');
     const revoked = await query(em, 'update api_keys set revoked_at = now() where id = ? and revoked_at is null returning id', [id]);
+    if (revoked.length > 0) await this.auth.credentialsChanged(em, apiKey.user.id, id);
     if (revoked.length > 0) this.log.info({ event: 'api_key_revoked', apiKeyId: id, by: viewer.userId }, 'API key revoked');
     return revoked.length > 0;
   }

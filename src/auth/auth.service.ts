@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import type { EntityManager } from '@mikro-orm/postgresql';
+import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import type { Config } from '../config';
+import { CHANNELS, notify } from '../db/notifications';
 import { query, queryOne } from '../db/sql';
 import { BadUserInputError, ForbiddenError, UnauthenticatedError } from '../errors';
 import type { Logger } from '../logger';
 import { Role, User } from '../users/user.entity';
+import { AuthStateCache, type ApiKeyAuthState, type UserAuthState } from './auth-state-cache';
 import { LoginThrottle } from './login-throttle';
 import { PasswordHasher, assertPasswordPolicy } from './passwords';
 import { API_KEY_PREFIX, AccessTokens, newRefreshToken, sha256 } from './tokens';
@@ -45,14 +47,73 @@ export function normalizeEmail(email: string): string {
 export class AuthService {
   readonly accessTokens: AccessTokens;
   private readonly throttle: LoginThrottle;
+  private readonly cache = new AuthStateCache(60_000);
 
   constructor(
     private readonly config: Config,
     readonly passwords: PasswordHasher,
     private readonly log: Logger,
+    /** For checks outside a request (live events, socket rechecks), which have no entity manager. */
+    private readonly orm: MikroORM,
   ) {
     this.accessTokens = new AccessTokens(config.jwt);
     this.throttle = new LoginThrottle(config.login);
+  }
+
+  /**
+   * Announces that a user's credentials changed (role, status, password) or that one of
+   * their keys was revoked: this instance forgets its cached state now, every instance on
+   * NOTIFY (delivered when `em`'s transaction commits).
+   */
+  async credentialsChanged(em: EntityManager, userId: string, apiKeyId: string | null = null): Promise<void> {
+    this.cache.invalidateUser(userId);
+    if (apiKeyId !== null) this.cache.invalidateApiKey(apiKeyId);
+    await notify(em, CHANNELS.auth, { userId, apiKeyId });
+  }
+
+  /** A credentials-change notification from any instance; returns whose credentials changed. */
+  applyCredentialChange(payload: string): { userId: string } | null {
+    let change: { userId?: unknown; apiKeyId?: unknown };
+    try {
+      change = JSON.parse(payload) as typeof change;
+    } catch {
+      return null;
+    }
+    if (typeof change.userId !== 'string') return null;
+    this.cache.invalidateUser(change.userId);
+    if (typeof change.apiKeyId === 'string') this.cache.invalidateApiKey(change.apiKeyId);
+    return { userId: change.userId };
+  }
+
+  /** After a gap in notifications, any cached state may be stale. */
+  forgetCachedCredentials(): void {
+    this.cache.clear();
+  }
+
+  /**
+   * The viewer's user as it is now, or null when the credential no longer holds (expired,
+   * user disabled, tokenVersion bumped, API key revoked). Cached, so it can run per event.
+   */
+  async currentState(viewer: Viewer, em?: EntityManager): Promise<UserAuthState | null> {
+    if (viewer.expiresAt !== null && viewer.expiresAt.getTime() <= Date.now()) return null;
+    const fork = em ?? this.orm.em.fork();
+    const user = await this.loadUserState(fork, viewer.userId);
+    if (user === null || user.disabled) return null;
+    if (viewer.via === 'access-token' && user.tokenVersion !== viewer.tokenVersion) return null;
+    if (viewer.via === 'api-key' && viewer.apiKeyId !== null && this.cache.apiKeyById(viewer.apiKeyId) === undefined) {
+      const key = await queryOne<{ id: string }>(fork, 'select id from api_keys where id = ? and revoked_at is null', [viewer.apiKeyId]);
+      if (key === undefined) return null;
+    }
+    return user;
+  }
+
+  private loadUserState(em: EntityManager, userId: string): Promise<UserAuthState | null> {
+    return this.cache.user(userId, async () => {
+      const row = await queryOne<UserAuthRow>(em, 'select id, email, role, disabled, token_version from users where id = ?', [userId]);
+      return row === undefined
+        ? null
+        : { id: row.id, email: row.email, role: row.role, disabled: row.disabled, tokenVersion: row.token_version };
+    });
   }
 
   async login(em: EntityManager, email: string, password: string, clientAddress: string): Promise<IssuedTokens> {
@@ -129,6 +190,7 @@ export class AuthService {
     user.tokenVersion += 1;
     await em.flush();
     await this.revokeAllSessions(em, user.id);
+    await this.credentialsChanged(em, user.id);
     this.log.info({ event: 'password_changed', userId: user.id }, 'password changed; every session ended');
   }
 
@@ -147,15 +209,15 @@ export class AuthService {
 
     const claims = this.accessTokens.verify(credential);
     if (claims === null) throw new UnauthenticatedError('The access token is invalid or expired.');
-    const user = await queryOne<UserAuthRow>(em, 'select id, email, role, disabled, token_version from users where id = ?', [claims.userId]);
-    if (user === undefined || user.disabled || user.token_version !== claims.tokenVersion) {
+    const user = await this.loadUserState(em, claims.userId);
+    if (user === null || user.disabled || user.tokenVersion !== claims.tokenVersion) {
       throw new UnauthenticatedError('The access token is no longer valid.');
     }
     return {
       userId: user.id,
       email: user.email,
       role: user.role,
-      tokenVersion: user.token_version,
+      tokenVersion: user.tokenVersion,
       via: 'access-token',
       apiKeyId: null,
       expiresAt: claims.expiresAt,
@@ -167,27 +229,29 @@ export class AuthService {
   }
 
   private async authenticateApiKey(em: EntityManager, secret: string): Promise<Viewer> {
-    const row = await queryOne<UserAuthRow & { key_id: string; last_used_at: Date | null }>(
-      em,
-      `select k.id as key_id, k.last_used_at, u.id, u.email, u.role, u.disabled, u.token_version
-         from api_keys k join users u on u.id = k.user_id
-        where k.key_hash = ? and k.revoked_at is null`,
-      [sha256(secret)],
-    );
-    if (row === undefined || row.disabled) throw new UnauthenticatedError('The API key is invalid or revoked.');
-    // Written at most once a minute per key, off the request's path.
-    if (row.last_used_at === null || Date.now() - new Date(row.last_used_at).getTime() > 60_000) {
-      query(em.fork(), 'update api_keys set last_used_at = now() where id = ?', [row.key_id]).catch((error: unknown) =>
-        this.log.warn({ err: error }, 'could not record API key use'),
+    const key = await this.cache.apiKey(sha256(secret), async (): Promise<ApiKeyAuthState | null> => {
+      const row = await queryOne<{ id: string; user_id: string; last_used_at: Date | null }>(
+        em,
+        'select id, user_id, last_used_at from api_keys where key_hash = ? and revoked_at is null',
+        [sha256(secret)],
+      );
+      return row === undefined ? null : { keyId: row.id, userId: row.user_id, lastUsedAt: row.last_used_at };
+    });
+    const user = key === null ? null : await this.loadUserState(em, key.userId);
+    if (key === null || user === null || user.disabled) throw new UnauthenticatedError('The API key is invalid or revoked.');
+    // Written at most about once a minute per key (as the cache expires), off the request's path.
+    if (key.lastUsedAt === null || Date.now() - new Date(key.lastUsedAt).getTime() > 60_000) {
+      query(em.fork(), 'update api_keys set last_used_at = now() where id = ? and (last_used_at is null or last_used_at < now() - interval \'1 minute\')', [key.keyId]).catch(
+        (error: unknown) => this.log.warn({ err: error }, 'could not record API key use'),
       );
     }
     return {
-      userId: row.id,
-      email: row.email,
-      role: row.role,
-      tokenVersion: row.token_version,
+      userId: user.id,
+      email: user.email,
+      role: user.role,
+      tokenVersion: user.tokenVersion,
       via: 'api-key',
-      apiKeyId: row.key_id,
+      apiKeyId: key.keyId,
       expiresAt: null,
     };
   }

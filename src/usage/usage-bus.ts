@@ -1,24 +1,133 @@
-import { createPubSub } from '@graphql-yoga/subscription';
+import type { MikroORM } from '@mikro-orm/postgresql';
+import { CHANNELS, notify, type PgNotifications } from '../db/notifications';
+import type { Logger } from '../logger';
 import type { UsageEvent } from './usage.types';
 
 /** Where settled requests are announced; subscribers filter by user. */
 export interface UsageBus {
   publish(event: UsageEvent): void;
   subscribe(): AsyncIterable<UsageEvent>;
-  close(): Promise<void>;
 }
 
-/** The bus within one process. */
-export class LocalUsageBus implements UsageBus {
-  private readonly pubsub = createPubSub<{ usage: [UsageEvent] }>();
+/** The wire form: ids and numbers only, far below NOTIFY's 8000-byte limit. */
+interface WireEvent {
+  r: string;
+  u: string;
+  m: string;
+  p: number;
+  c: number;
+  used: number;
+  rem: number | null;
+  at: string;
+}
+
+function toWire(event: UsageEvent): WireEvent {
+  return {
+    r: event.requestId,
+    u: event.userId,
+    m: event.model.slice(0, 256),
+    p: event.promptTokens,
+    c: event.completionTokens,
+    used: event.used,
+    rem: event.remaining,
+    at: event.at.toISOString(),
+  };
+}
+
+function fromWire(text: string): UsageEvent | null {
+  const wire = JSON.parse(text) as Partial<WireEvent>;
+  if (typeof wire.r !== 'string' || typeof wire.u !== 'string' || typeof wire.p !== 'number' || typeof wire.c !== 'number') return null;
+  return {
+    requestId: wire.r,
+    userId: wire.u,
+    model: String(wire.m ?? ''),
+    promptTokens: wire.p,
+    completionTokens: wire.c,
+    totalTokens: wire.p + wire.c,
+    used: Number(wire.used ?? 0),
+    remaining: typeof wire.rem === 'number' ? wire.rem : null,
+    at: new Date(String(wire.at)),
+  };
+}
+
+/**
+ * Usage events through PostgreSQL NOTIFY, so an event settled on any instance reaches
+ * subscribers on every instance. The publishing instance hears its own NOTIFY too: that is
+ * its only delivery path, so no subscriber gets an event twice.
+ */
+export class PgUsageBus implements UsageBus {
+  private readonly subscribers = new Set<Subscriber<UsageEvent>>();
+
+  constructor(
+    notifications: PgNotifications,
+    private readonly orm: MikroORM,
+    private readonly log: Logger,
+  ) {
+    notifications.on(CHANNELS.usage, (payload) => {
+      const event = fromWire(payload);
+      if (event === null) return;
+      for (const subscriber of this.subscribers) subscriber.push(event);
+    });
+  }
 
   publish(event: UsageEvent): void {
-    this.pubsub.publish('usage', event);
+    notify(this.orm.em.fork(), CHANNELS.usage, toWire(event)).catch((error: unknown) =>
+      this.log.error({ err: error, requestId: event.requestId }, 'could not publish a usage event'),
+    );
   }
 
   subscribe(): AsyncIterable<UsageEvent> {
-    return this.pubsub.subscribe('usage');
+    const subscriber = new Subscriber<UsageEvent>(() => this.subscribers.delete(subscriber));
+    this.subscribers.add(subscriber);
+    return subscriber;
+  }
+}
+
+/**
+ * A subscription that is registered the moment it is created (not on the first `next()`),
+ * so no event settled right after subscribing is missed. Events wait in a bounded queue;
+ * a consumer too slow to keep up loses the oldest.
+ */
+class Subscriber<T> implements AsyncIterableIterator<T> {
+  private readonly queue: T[] = [];
+  private waiting: ((result: IteratorResult<T>) => void) | null = null;
+  private done = false;
+  private static readonly MAX_QUEUED = 1000;
+
+  constructor(private readonly onClose: () => void) {}
+
+  push(value: T): void {
+    if (this.done) return;
+    if (this.waiting !== null) {
+      const resolve = this.waiting;
+      this.waiting = null;
+      resolve({ value, done: false });
+      return;
+    }
+    if (this.queue.length >= Subscriber.MAX_QUEUED) this.queue.shift();
+    this.queue.push(value);
   }
 
-  async close(): Promise<void> {}
+  next(): Promise<IteratorResult<T>> {
+    if (this.queue.length > 0) return Promise.resolve({ value: this.queue.shift() as T, done: false });
+    if (this.done) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve) => {
+      this.waiting = resolve;
+    });
+  }
+
+  return(): Promise<IteratorResult<T>> {
+    if (!this.done) {
+      this.done = true;
+      this.queue.length = 0;
+      this.onClose();
+      this.waiting?.({ value: undefined, done: true });
+      this.waiting = null;
+    }
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<T> {
+    return this;
+  }
 }

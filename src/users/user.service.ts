@@ -167,6 +167,7 @@ export class UserService {
         if (endSessions) user.tokenVersion += 1;
         await tx.flush();
         if (endSessions) await this.auth.revokeAllSessions(tx, user.id);
+        await this.auth.credentialsChanged(tx, user.id);
         if (periodChanged) await this.quota.recountPeriod(tx, user.id, user.quotaPeriod);
         this.log.info({ event: 'user_updated', userId: user.id, by: actor.userId, endSessions }, 'user updated');
         return user;
@@ -238,6 +239,7 @@ export class UserService {
       taken.passwordHash = await this.auth.passwords.hash(password);
       taken.tokenVersion += 1;
       await em.flush();
+      await this.auth.credentialsChanged(em, taken.id);
       this.log.warn({ event: 'admin_bootstrap', userId: taken.id }, 'no enabled admin existed: ADMIN_EMAIL user promoted to admin');
     } else {
       const admin = await this.create(em, { email, password, role: Role.ADMIN, tokenLimit: null, quotaPeriod: QuotaPeriod.NONE });

@@ -1,0 +1,81 @@
+import type { Role } from '../users/user.entity';
+
+export interface UserAuthState {
+  readonly id: string;
+  readonly email: string;
+  readonly role: Role;
+  readonly disabled: boolean;
+  readonly tokenVersion: number;
+}
+
+export interface ApiKeyAuthState {
+  readonly keyId: string;
+  readonly userId: string;
+  readonly lastUsedAt: Date | null;
+}
+
+interface Entry<T> {
+  readonly value: T | null;
+  readonly at: number;
+}
+
+/**
+ * Credentials' state as last read from the database, so that authenticating a request (and
+ * re-authorising every live event) costs no query. Entries are dropped when any instance
+ * announces a change (NOTIFY), when the notification connection had a gap, and after a TTL
+ * as a backstop. A read that raced an invalidation is not stored.
+ */
+export class AuthStateCache {
+  private readonly users = new Map<string, Entry<UserAuthState>>();
+  private readonly keys = new Map<string, Entry<ApiKeyAuthState>>();
+  private epoch = 0;
+
+  constructor(private readonly ttlMs: number) {}
+
+  user(id: string, load: () => Promise<UserAuthState | null>): Promise<UserAuthState | null> {
+    return this.read(this.users, id, load);
+  }
+
+  /** By key hash. */
+  apiKey(hash: string, load: () => Promise<ApiKeyAuthState | null>): Promise<ApiKeyAuthState | null> {
+    return this.read(this.keys, hash, load);
+  }
+
+  /** Whether a key known by id is still cached as valid; undefined when not cached. */
+  apiKeyById(keyId: string): ApiKeyAuthState | undefined {
+    for (const entry of this.keys.values()) {
+      if (entry.value?.keyId === keyId && Date.now() - entry.at < this.ttlMs) return entry.value;
+    }
+    return undefined;
+  }
+
+  invalidateUser(userId: string): void {
+    this.epoch += 1;
+    this.users.delete(userId);
+    for (const [hash, entry] of this.keys) if (entry.value?.userId === userId) this.keys.delete(hash);
+  }
+
+  invalidateApiKey(keyId: string): void {
+    this.epoch += 1;
+    for (const [hash, entry] of this.keys) if (entry.value === null || entry.value.keyId === keyId) this.keys.delete(hash);
+  }
+
+  clear(): void {
+    this.epoch += 1;
+    this.users.clear();
+    this.keys.clear();
+  }
+
+  private async read<T>(map: Map<string, Entry<T>>, key: string, load: () => Promise<T | null>): Promise<T | null> {
+    const cached = map.get(key);
+    if (cached !== undefined && Date.now() - cached.at < this.ttlMs) return cached.value;
+    const epoch = this.epoch;
+    const value = await load();
+    // Unknown credentials are not cached: guessing random keys must not fill memory.
+    if (epoch === this.epoch && value !== null) {
+      if (map.size > 50_000) map.clear();
+      map.set(key, { value, at: Date.now() });
+    }
+    return value;
+  }
+}

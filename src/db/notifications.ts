@@ -1,0 +1,128 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import { Client } from 'pg';
+import type { Logger } from '../logger';
+import { query } from './sql';
+
+/** NOTIFY's payload limit is 8000 bytes; ours carry ids and numbers and stay far below. */
+const MAX_PAYLOAD_BYTES = 7900;
+const RECONNECT_MIN_MS = 100;
+const RECONNECT_MAX_MS = 5000;
+
+export const CHANNELS = {
+  /** A request was settled: UsageEvent fields. */
+  usage: 'gateway_usage',
+  /** A user's credentials changed (role, status, tokenVersion) or an API key was revoked. */
+  auth: 'gateway_auth',
+} as const;
+
+type Handler = (payload: string) => void;
+
+/**
+ * PostgreSQL LISTEN/NOTIFY on one dedicated connection per process: how instances sharing a
+ * database tell each other about settled requests and revoked credentials. The connection
+ * comes back by itself after the database restarts; the gap is logged, and `onReconnect`
+ * listeners (caches) learn that notifications may have been missed.
+ */
+export class PgNotifications {
+  private client: Client | null = null;
+  private readonly handlers = new Map<string, Set<Handler>>();
+  private readonly reconnectListeners = new Set<() => void>();
+  private stopped = false;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private lostAt: number | null = null;
+
+  constructor(
+    private readonly databaseUrl: string,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.connect();
+  }
+
+  on(channel: string, handler: Handler): () => void {
+    let set = this.handlers.get(channel);
+    if (set === undefined) {
+      set = new Set();
+      this.handlers.set(channel, set);
+    }
+    set.add(handler);
+    return () => set.delete(handler);
+  }
+
+  onReconnect(listener: () => void): void {
+    this.reconnectListeners.add(listener);
+  }
+
+  /** For tests and health: whether the listening connection is up. */
+  get connected(): boolean {
+    return this.client !== null;
+  }
+
+  /** The backend pid of the listening connection, so a test can cut it. */
+  async backendPid(): Promise<number | null> {
+    if (this.client === null) return null;
+    const result = await this.client.query<{ pid: number }>('select pg_backend_pid() as pid');
+    return result.rows[0]?.pid ?? null;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.reconnectTimer !== null) clearTimeout(this.reconnectTimer);
+    const client = this.client;
+    this.client = null;
+    await client?.end().catch(() => undefined);
+  }
+
+  private async connect(): Promise<void> {
+    const client = new Client({ connectionString: this.databaseUrl, keepAlive: true });
+    client.on('notification', (message) => {
+      const handlers = this.handlers.get(message.channel);
+      if (handlers === undefined || message.payload === undefined) return;
+      for (const handler of handlers) {
+        try {
+          handler(message.payload);
+        } catch (error) {
+          this.log.error({ err: error, channel: message.channel }, 'notification handler failed');
+        }
+      }
+    });
+    const lost = (error?: Error): void => {
+      if (this.client !== client) return;
+      this.client = null;
+      this.lostAt = Date.now();
+      this.log.warn({ err: error }, 'notification connection lost; reconnecting');
+      client.end().catch(() => undefined);
+      this.scheduleReconnect(RECONNECT_MIN_MS);
+    };
+    client.on('error', lost);
+    client.on('end', () => lost());
+    await client.connect();
+    for (const channel of Object.values(CHANNELS)) await client.query(`listen ${channel}`);
+    this.client = client;
+  }
+
+  private scheduleReconnect(delayMs: number): void {
+    if (this.stopped) return;
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      this.connect().then(
+        () => {
+          const gapMs = this.lostAt === null ? 0 : Date.now() - this.lostAt;
+          this.log.warn({ gapMs }, 'notification connection back; events settled during the gap were not pushed live');
+          this.lostAt = null;
+          for (const listener of this.reconnectListeners) listener();
+        },
+        () => this.scheduleReconnect(Math.min(delayMs * 2, RECONNECT_MAX_MS)),
+      );
+    }, delayMs);
+    this.reconnectTimer.unref();
+  }
+}
+
+/** Sends a notification on the entity manager's connection: inside its transaction, it is delivered on commit. */
+export async function notify(em: EntityManager, channel: string, payload: object): Promise<void> {
+  const text = JSON.stringify(payload);
+  if (Buffer.byteLength(text) > MAX_PAYLOAD_BYTES) throw new Error(`notification on ${channel} is too large`);
+  await query(em, 'select pg_notify(?, ?)', [channel, text]);
+}

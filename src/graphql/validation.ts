@@ -1,0 +1,62 @@
+import { GraphQLError, NoSchemaIntrospectionCustomRule, parse, specifiedRules, validate, type DocumentNode, type GraphQLSchema, type ValidationRule } from 'graphql';
+import type { Config } from '../config';
+
+/**
+ * Rules added to graphql-js's own, on every transport: Apollo gets them as `validationRules`,
+ * the WebSocket through `DocumentCache`, so a document refused over HTTP is refused over the
+ * socket too.
+ */
+export function extraValidationRules(config: Config): ValidationRule[] {
+  return config.env === 'production' ? [NoSchemaIntrospectionCustomRule] : [];
+}
+
+type Parsed = { document: DocumentNode; errors: null } | { document: null; errors: readonly GraphQLError[] };
+
+function withCode(errors: readonly GraphQLError[], reason: string): GraphQLError[] {
+  return errors.map(
+    (error) =>
+      new GraphQLError(error.message, {
+        nodes: error.nodes,
+        source: error.source,
+        positions: error.positions,
+        path: error.path,
+        extensions: { ...error.extensions, code: 'BAD_USER_INPUT', reason },
+      }),
+  );
+}
+
+/**
+ * Parsed and validated documents by their text, for the WebSocket: many subscriptions send
+ * the same few documents, and parsing plus validation would otherwise dominate their cost.
+ */
+export class DocumentCache {
+  private readonly entries = new Map<string, Parsed>();
+  private readonly rules: readonly ValidationRule[];
+
+  constructor(
+    private readonly schema: GraphQLSchema,
+    extraRules: readonly ValidationRule[],
+    private readonly maxEntries = 1000,
+  ) {
+    this.rules = [...specifiedRules, ...extraRules];
+  }
+
+  get(query: string): Parsed {
+    const cached = this.entries.get(query);
+    if (cached !== undefined) return cached;
+    let parsed: Parsed;
+    try {
+      const document = parse(query);
+      const errors = validate(this.schema, document, this.rules);
+      parsed = errors.length > 0 ? { document: null, errors: withCode(errors, 'GRAPHQL_VALIDATION_FAILED') } : { document, errors: null };
+    } catch (error) {
+      parsed = { document: null, errors: withCode([error instanceof GraphQLError ? error : new GraphQLError('Syntax error')], 'GRAPHQL_PARSE_FAILED') };
+    }
+    if (this.entries.size >= this.maxEntries) {
+      const oldest = this.entries.keys().next();
+      if (oldest.done !== true) this.entries.delete(oldest.value);
+    }
+    this.entries.set(query, parsed);
+    return parsed;
+  }
+}

@@ -1,0 +1,80 @@
+import type { WebSocket } from 'ws';
+import type { AuthService } from '../auth/auth.service';
+import type { Viewer } from '../auth/viewer';
+import type { Logger } from '../logger';
+
+/** Close codes, beside graphql-ws's own (4400, 4401, 4403, 4408, 4409, 4429, 4499). */
+export const CLOSE_CREDENTIALS_EXPIRED = 4401;
+export const CLOSE_CREDENTIALS_REVOKED = 4403;
+export const CLOSE_TOO_MANY_CONNECTIONS = 4029;
+
+interface TrackedSocket {
+  readonly socket: WebSocket;
+  readonly viewer: Viewer;
+  readonly expiry: NodeJS.Timeout | null;
+}
+
+/**
+ * The authenticated WebSockets of this instance, by user: closed when their access token
+ * expires, and re-checked (closed if no longer valid) whenever the user's credentials change.
+ */
+export class SocketRegistry {
+  private readonly byUser = new Map<string, Set<TrackedSocket>>();
+  private readonly bySocket = new Map<WebSocket, TrackedSocket>();
+
+  constructor(
+    private readonly auth: AuthService,
+    private readonly maxPerUser: number,
+    private readonly log: Logger,
+  ) {}
+
+  /** False when the user already holds the most sockets allowed. */
+  register(socket: WebSocket, viewer: Viewer): boolean {
+    const sockets = this.byUser.get(viewer.userId) ?? new Set<TrackedSocket>();
+    if (sockets.size >= this.maxPerUser) return false;
+    let expiry: NodeJS.Timeout | null = null;
+    if (viewer.expiresAt !== null) {
+      const remaining = Math.max(0, viewer.expiresAt.getTime() - Date.now());
+      expiry = setTimeout(() => socket.close(CLOSE_CREDENTIALS_EXPIRED, 'Access token expired'), Math.min(remaining, 2_147_000_000));
+      expiry.unref();
+    }
+    const tracked = { socket, viewer, expiry };
+    sockets.add(tracked);
+    this.byUser.set(viewer.userId, sockets);
+    this.bySocket.set(socket, tracked);
+    socket.once('close', () => this.unregister(socket));
+    return true;
+  }
+
+  viewerOf(socket: WebSocket): Viewer | undefined {
+    return this.bySocket.get(socket)?.viewer;
+  }
+
+  /** After a credentials change of `userId`: closes that user's sockets that are no longer valid. */
+  async recheck(userId: string): Promise<void> {
+    const sockets = this.byUser.get(userId);
+    if (sockets === undefined) return;
+    for (const tracked of [...sockets]) {
+      const state = await this.auth.currentState(tracked.viewer);
+      if (state === null) {
+        this.log.info({ userId, via: tracked.viewer.via }, 'closing a WebSocket whose credentials were revoked');
+        tracked.socket.close(CLOSE_CREDENTIALS_REVOKED, 'Credentials revoked');
+      }
+    }
+  }
+
+  /** Every tracked socket: after a notification gap, any of them may be stale. */
+  async recheckAll(): Promise<void> {
+    for (const userId of [...this.byUser.keys()]) await this.recheck(userId);
+  }
+
+  private unregister(socket: WebSocket): void {
+    const tracked = this.bySocket.get(socket);
+    if (tracked === undefined) return;
+    this.bySocket.delete(socket);
+    if (tracked.expiry !== null) clearTimeout(tracked.expiry);
+    const sockets = this.byUser.get(tracked.viewer.userId);
+    sockets?.delete(tracked);
+    if (sockets?.size === 0) this.byUser.delete(tracked.viewer.userId);
+  }
+}

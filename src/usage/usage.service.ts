@@ -1,0 +1,214 @@
+import type { EntityManager } from '@mikro-orm/postgresql';
+import type { AuthService } from '../auth/auth.service';
+import type { Viewer } from '../auth/viewer';
+import { query } from '../db/sql';
+import { BadUserInputError, ForbiddenError } from '../errors';
+import { Role } from '../users/user.entity';
+import type { UsageBus } from './usage-bus';
+import { UsageGrouping, type UsageBucket, type UsageEvent, type UsageRecord, type UsageRecordConnection } from './usage.types';
+
+const DEFAULT_PAGE_SIZE = 50;
+const MAX_PAGE_SIZE = 500;
+const MAX_SUMMARY_BUCKETS = 1000;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export interface UsageRange {
+  userId?: string | null;
+  from?: Date | null;
+  to?: Date | null;
+}
+
+interface RecordRow {
+  id: string;
+  request_id: string;
+  user_id: string;
+  model: string;
+  interface: string;
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  charged_tokens: number;
+  usage_source: string;
+  status: string;
+  latency_ms: number;
+  created_at: Date;
+  cursor_time: string;
+}
+
+function encodeCursor(time: string, id: string): string {
+  return Buffer.from(JSON.stringify([time, id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): [string, string] {
+  try {
+    const decoded: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+    if (
+      Array.isArray(decoded) &&
+      typeof decoded[0] === 'string' &&
+      /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(decoded[0]) &&
+      typeof decoded[1] === 'string' &&
+      /^\d{1,19}$/.test(decoded[1])
+    ) {
+      return [decoded[0], decoded[1]];
+    }
+  } catch {
+    // Falls through: any undecodable cursor is the client's mistake.
+  }
+  throw new BadUserInputError('The cursor is not one this server gave out.', 'after');
+}
+
+/** Usage history, summaries and the live feed, each limited to what the viewer may see. */
+export class UsageService {
+  constructor(
+    private readonly bus: UsageBus,
+    private readonly auth: AuthService,
+  ) {}
+
+  /** The user whose usage is asked for: yourself, or anyone for an admin. */
+  targetUserId(viewer: Viewer, userId: string | null | undefined): string {
+    if (userId == null || userId === viewer.userId) return viewer.userId;
+    if (viewer.role !== Role.ADMIN) throw new ForbiddenError("Only admins can see other users' usage.");
+    if (!UUID.test(userId)) throw new BadUserInputError('userId is not a user id.', 'userId');
+    return userId;
+  }
+
+  private rangeFilter(range: UsageRange, params: unknown[]): string {
+    const filters: string[] = [];
+    if (range.from != null) {
+      filters.push('created_at >= ?');
+      params.push(range.from);
+    }
+    if (range.to != null) {
+      filters.push('created_at < ?');
+      params.push(range.to);
+    }
+    if (range.from != null && range.to != null && range.from > range.to) {
+      throw new BadUserInputError('from must not be after to.', 'from');
+    }
+    return filters.map((filter) => ` and ${filter}`).join('');
+  }
+
+  /** Newest first, by keyset on (created_at, id): served by the (user_id, created_at, id) index. */
+  async history(em: EntityManager, viewer: Viewer, range: UsageRange & { first?: number | null; after?: string | null }): Promise<UsageRecordConnection> {
+    const userId = this.targetUserId(viewer, range.userId);
+    const first = range.first ?? DEFAULT_PAGE_SIZE;
+    if (!Number.isInteger(first) || first < 0 || first > MAX_PAGE_SIZE) {
+      throw new BadUserInputError(`first must be from 0 to ${MAX_PAGE_SIZE}.`, 'first');
+    }
+    const params: unknown[] = [userId];
+    let where = `user_id = ?${this.rangeFilter(range, params)}`;
+    if (range.after != null) {
+      const [time, id] = decodeCursor(range.after);
+      where += ' and (created_at, id) < (?::timestamptz, ?::bigint)';
+      params.push(time, id);
+    }
+    const rows = await query<RecordRow>(
+      em,
+      `select id::text as id, request_id, user_id, model, interface, prompt_tokens, completion_tokens, total_tokens, charged_tokens,
+              usage_source, status, latency_ms, created_at,
+              to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_time
+         from usage_records where ${where}
+        order by created_at desc, id desc
+        limit ?`,
+      [...params, first + 1],
+    );
+    const edges = rows.slice(0, first).map((row) => ({ cursor: encodeCursor(row.cursor_time, row.id), node: toRecord(row) }));
+    return {
+      edges,
+      nodes: edges.map((edge) => edge.node),
+      pageInfo: { hasNextPage: rows.length > first, endCursor: edges.at(-1)?.cursor ?? null },
+    };
+  }
+
+  async summary(em: EntityManager, viewer: Viewer, range: UsageRange, groupBy: UsageGrouping): Promise<UsageBucket[]> {
+    const userId = this.targetUserId(viewer, range.userId);
+    const params: unknown[] = [userId];
+    const where = `user_id = ?${this.rangeFilter(range, params)}`;
+    const key = groupBy === UsageGrouping.DAY ? "to_char(created_at at time zone 'UTC', 'YYYY-MM-DD')" : 'model';
+    const rows = await query<{
+      bucket: string;
+      requests: string;
+      prompt: string;
+      completion: string;
+      total: string;
+      charged: string;
+    }>(
+      em,
+      `select ${key} as bucket, count(*) as requests, sum(prompt_tokens) as prompt, sum(completion_tokens) as completion,
+              sum(total_tokens) as total, sum(charged_tokens) as charged
+         from usage_records where ${where}
+        group by 1 order by 1 limit ${MAX_SUMMARY_BUCKETS}`,
+      params,
+    );
+    return rows.map((row) => {
+      const byDay = groupBy === UsageGrouping.DAY;
+      return {
+        key: row.bucket,
+        day: byDay ? new Date(`${row.bucket}T00:00:00.000Z`) : null,
+        model: byDay ? null : row.bucket,
+        requests: Number(row.requests),
+        promptTokens: Number(row.prompt),
+        completionTokens: Number(row.completion),
+        totalTokens: Number(row.total),
+        chargedTokens: Number(row.charged),
+      };
+    });
+  }
+
+  /**
+   * The live feed: the viewer's own events; for an admin, one user's or (userId omitted)
+   * everyone's. Each event is authorised again as it is delivered, so a demoted admin or a
+   * disabled user stops receiving at once.
+   */
+  live(viewer: Viewer, userId: string | null | undefined): AsyncIterable<UsageEvent> {
+    const everyone = userId == null && viewer.role === Role.ADMIN;
+    const target = everyone ? null : this.targetUserId(viewer, userId);
+    const source = this.bus.subscribe()[Symbol.asyncIterator]();
+    const delivered = this.deliver(viewer, everyone, target, { [Symbol.asyncIterator]: () => source });
+    // Closing must reach the bus subscription even if delivery never started.
+    return {
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+      next: () => delivered.next(),
+      return: async () => {
+        await source.return?.();
+        return delivered.return(undefined);
+      },
+      throw: async (error: unknown) => {
+        await source.return?.();
+        return delivered.throw(error);
+      },
+    } as AsyncIterableIterator<UsageEvent>;
+  }
+
+  private async *deliver(viewer: Viewer, everyone: boolean, target: string | null, events: AsyncIterable<UsageEvent>): AsyncGenerator<UsageEvent> {
+    for await (const event of events) {
+      if (target !== null && event.userId !== target) continue;
+      const current = await this.auth.currentState(viewer);
+      if (current === null) throw new ForbiddenError('Your credentials are no longer valid.');
+      if ((everyone || target !== viewer.userId) && current.role !== Role.ADMIN) {
+        throw new ForbiddenError("Only admins can see other users' usage.");
+      }
+      yield event;
+    }
+  }
+}
+
+function toRecord(row: RecordRow): UsageRecord {
+  return {
+    id: row.id,
+    requestId: row.request_id,
+    userId: row.user_id,
+    model: row.model,
+    interface: row.interface,
+    promptTokens: row.prompt_tokens,
+    completionTokens: row.completion_tokens,
+    totalTokens: row.total_tokens,
+    chargedTokens: row.charged_tokens,
+    estimated: row.usage_source === 'estimated',
+    status: row.status,
+    latencyMs: row.latency_ms,
+    createdAt: row.created_at,
+  };
+}
