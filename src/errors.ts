@@ -17,8 +17,9 @@ abstract class GatewayError extends GraphQLError {
 }
 
 export class UnauthenticatedError extends GatewayError {
-  constructor(message = 'Not signed in, or the credentials are invalid or expired.') {
-    super(message, 'UNAUTHENTICATED');
+  /** `reason` USER_DISABLED lets the OpenAI-compatible endpoint answer 403 instead of 401. */
+  constructor(message = 'Not signed in, or the credentials are invalid or expired.', reason?: 'USER_DISABLED') {
+    super(message, 'UNAUTHENTICATED', reason === undefined ? {} : { reason });
   }
 }
 

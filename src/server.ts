@@ -16,6 +16,7 @@ import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded';
 import { GRAPHIQL_ASSET_PREFIX, GRAPHIQL_CSP, graphiqlHtml, serveGraphiqlAsset, wantsGraphiql } from './graphiql';
 import { createLogger, type Logger } from './logger';
 import { ormOptions } from './mikro-orm.config';
+import { OpenAICompatibleEndpoint } from './openai/openai.handler';
 import { buildExecutableSchema } from './schema';
 import { BodyTooLargeError, clientAddressOf, readBody, sendGraphQLError, sendJson } from './server/http';
 import { createServices, type Services } from './services';
@@ -249,6 +250,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     await apollo.start();
     cleanups.push(() => apollo.stop());
 
+    const openai = new OpenAICompatibleEndpoint(services, orm, log);
     const assetDir = path.resolve(__dirname, '../public/graphiql');
     const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
       const { pathname, search } = new URL(req.url ?? '/', 'http://gateway');
@@ -265,6 +267,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
         if (serveGraphiqlAsset(req, res, assetDir, pathname)) return;
         return sendJson(res, 404, { error: 'not found' });
       }
+      if (pathname.startsWith('/v1/') && (await openai.handle(req, res, pathname, randomUUID()))) return;
       if (pathname !== GRAPHQL_PATH) return sendJson(res, 404, { error: 'not found' });
 
       if (wantsGraphiql(req) && !search.includes('query=')) {

@@ -210,7 +210,8 @@ export class AuthService {
     const claims = this.accessTokens.verify(credential);
     if (claims === null) throw new UnauthenticatedError('The access token is invalid or expired.');
     const user = await this.loadUserState(em, claims.userId);
-    if (user === null || user.disabled || user.tokenVersion !== claims.tokenVersion) {
+    if (user?.disabled === true) throw new UnauthenticatedError('This account is disabled.', 'USER_DISABLED');
+    if (user === null || user.tokenVersion !== claims.tokenVersion) {
       throw new UnauthenticatedError('The access token is no longer valid.');
     }
     return {
@@ -238,7 +239,8 @@ export class AuthService {
       return row === undefined ? null : { keyId: row.id, userId: row.user_id, lastUsedAt: row.last_used_at };
     });
     const user = key === null ? null : await this.loadUserState(em, key.userId);
-    if (key === null || user === null || user.disabled) throw new UnauthenticatedError('The API key is invalid or revoked.');
+    if (user?.disabled === true) throw new UnauthenticatedError('This account is disabled.', 'USER_DISABLED');
+    if (key === null || user === null) throw new UnauthenticatedError('The API key is invalid or revoked.');
     // Written at most about once a minute per key (as the cache expires), off the request's path.
     if (key.lastUsedAt === null || Date.now() - new Date(key.lastUsedAt).getTime() > 60_000) {
       query(em.fork(), 'update api_keys set last_used_at = now() where id = ? and (last_used_at is null or last_used_at < now() - interval \'1 minute\')', [key.keyId]).catch(

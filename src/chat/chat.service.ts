@@ -1,7 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import OpenAI from 'openai';
-import type { ChatCompletionChunk, ChatCompletionCreateParamsBase } from 'openai/resources/chat/completions';
+import type {
+  ChatCompletion as OpenAIChatCompletion,
+  ChatCompletionChunk,
+  ChatCompletionCreateParamsBase,
+} from 'openai/resources/chat/completions';
 import type { Viewer } from '../auth/viewer';
 import type { Config } from '../config';
 import { BadUserInputError, UpstreamError } from '../errors';
@@ -175,9 +179,22 @@ export class ChatService {
 
   /** A whole answer at once; settled with the usage vLLM reports. */
   async complete(em: EntityManager, metered: MeteredChat): Promise<ChatCompletion> {
+    const { response, usage } = await this.completeRaw(em, metered);
+    const choice = response.choices[0];
+    return {
+      id: metered.requestId,
+      model: response.model,
+      content: choice?.message?.content ?? '',
+      finishReason: choice?.finish_reason ?? null,
+      usage,
+    };
+  }
+
+  /** The upstream's own answer (for the OpenAI-compatible endpoint) and what was charged for it. */
+  async completeRaw(em: EntityManager, metered: MeteredChat): Promise<{ response: OpenAIChatCompletion; usage: TokenCount }> {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), this.config.vllm.timeoutMs);
-    let response;
+    let response: OpenAIChatCompletion;
     try {
       response = await this.upstream.complete(this.upstreamBody(metered), controller.signal);
     } catch (error) {
@@ -186,8 +203,7 @@ export class ChatService {
     } finally {
       clearTimeout(timer);
     }
-    const choice = response.choices[0];
-    const content = choice?.message?.content ?? '';
+    const content = response.choices[0]?.message?.content ?? '';
     const reported = response.usage;
     const promptTokens = reported?.prompt_tokens ?? metered.reservation.promptTokens;
     const completionTokens = reported?.completion_tokens ?? this.promptCounter.countText(content);
@@ -197,13 +213,7 @@ export class ChatService {
       usageSource: reported == null ? 'estimated' : 'reported',
       status: 'completed',
     });
-    return {
-      id: metered.requestId,
-      model: response.model,
-      content,
-      finishReason: choice?.finish_reason ?? null,
-      usage: tokenCount(promptTokens, completionTokens),
-    };
+    return { response, usage: tokenCount(promptTokens, completionTokens) };
   }
 
   /**
@@ -211,10 +221,31 @@ export class ChatService {
    * usage; when cut short (client gone, upstream failure, timeout) with the last cumulative
    * usage seen, or else a count of the deltas received, marked estimated.
    */
-  async *stream(em: EntityManager, metered: MeteredChat): AsyncGenerator<ChatChunk> {
-    for await (const event of this.streamRaw(em, metered)) {
+  stream(em: EntityManager, metered: MeteredChat): AsyncIterableIterator<ChatChunk> {
+    const clientGone = new AbortController();
+    const chunks = this.chunks(em, metered, clientGone.signal);
+    // A generator waiting on the upstream only sees return() once a chunk arrives; aborting
+    // first makes closing the subscription stop the upstream at once, even when it hangs.
+    return {
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+      next: () => chunks.next(),
+      return: (value?: unknown) => {
+        clientGone.abort();
+        return chunks.return(value);
+      },
+      throw: (error?: unknown) => {
+        clientGone.abort();
+        return chunks.throw(error);
+      },
+    };
+  }
+
+  private async *chunks(em: EntityManager, metered: MeteredChat, clientGone: AbortSignal): AsyncGenerator<ChatChunk> {
+    for await (const event of this.streamRaw(em, metered, clientGone)) {
       if (event.kind === 'delta') {
-        if (event.delta !== '') yield { id: metered.requestId, delta: event.delta, finishReason: null, usage: null };
+        yield { id: metered.requestId, delta: event.delta, finishReason: null, usage: null };
       } else if (event.kind === 'end') {
         yield { id: metered.requestId, delta: '', finishReason: event.finishReason, usage: event.usage };
       }
@@ -225,8 +256,15 @@ export class ChatService {
    * The stream below both interfaces: upstream chunks as they come (for the OpenAI endpoint,
    * which passes them through) plus the gateway's own view (deltas, the final usage).
    */
-  async *streamRaw(em: EntityManager, metered: MeteredChat): AsyncGenerator<StreamEvent> {
+  async *streamRaw(em: EntityManager, metered: MeteredChat, clientGone?: AbortSignal): AsyncGenerator<StreamEvent> {
     const controller = new AbortController();
+    let clientLeft = false;
+    const onClientGone = (): void => {
+      clientLeft = true;
+      controller.abort();
+    };
+    if (clientGone?.aborted === true) onClientGone();
+    clientGone?.addEventListener('abort', onClientGone, { once: true });
     let timedOut = false;
     let idle: NodeJS.Timeout | undefined;
     const armIdleTimer = (): void => {
@@ -287,15 +325,17 @@ export class ChatService {
       }
       finished = true;
     } catch (error) {
-      failure = error;
+      if (!clientLeft) failure = error;
     } finally {
       clearTimeout(idle);
+      clientGone?.removeEventListener('abort', onClientGone);
       // Runs also when the consumer leaves mid-stream (client gone, subscription closed): the
       // upstream is stopped and what was generated so far is charged, once.
       controller.abort();
       if (!finished) await settle(false);
     }
     if (failure !== null) throw this.upstreamFailure(failure, timedOut);
+    if (clientLeft) return;
 
     const settled = await settle(true);
     yield {
