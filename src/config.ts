@@ -33,6 +33,25 @@ export interface Config {
   readonly http: {
     /** Request bodies above this are refused with 413 before parsing. */
     readonly maxBodyBytes: number;
+    /** Origins allowed by CORS; empty: CORS off (same-origin only). */
+    readonly corsOrigins: readonly string[];
+  };
+  /** Limits on every GraphQL document, over HTTP and WebSocket alike. */
+  readonly graphql: {
+    readonly maxDepth: number;
+    /** Introspection is bounded separately: GraphiQL's own query is about 13 deep. */
+    readonly maxIntrospectionDepth: number;
+    readonly maxAliases: number;
+    readonly maxTokens: number;
+    readonly maxDirectives: number;
+    readonly maxCost: number;
+    readonly introspection: boolean;
+    readonly graphiql: boolean;
+  };
+  /** Per-user limits on chat requests; 0 = off. Counted in PostgreSQL, so across instances. */
+  readonly rateLimit: {
+    readonly requestsPerMinute: number;
+    readonly tokensPerMinute: number;
   };
   readonly ws: {
     readonly maxMessageBytes: number;
@@ -206,6 +225,21 @@ export function loadConfig(env: Env = process.env): Config {
     admin: { email: adminEmail.toLowerCase(), password: adminPassword },
     http: {
       maxBodyBytes: integer(env, 'HTTP_MAX_BODY_BYTES', 1_048_576, 1024, 1_073_741_824),
+      corsOrigins: origins(env, 'CORS_ALLOWED_ORIGINS'),
+    },
+    graphql: {
+      maxDepth: integer(env, 'GRAPHQL_MAX_DEPTH', 8, 1, 100),
+      maxIntrospectionDepth: integer(env, 'GRAPHQL_MAX_INTROSPECTION_DEPTH', 15, 1, 100),
+      maxAliases: integer(env, 'GRAPHQL_MAX_ALIASES', 15, 0, 1000),
+      maxTokens: integer(env, 'GRAPHQL_MAX_TOKENS', 2000, 10, 1_000_000),
+      maxDirectives: integer(env, 'GRAPHQL_MAX_DIRECTIVES', 50, 0, 1000),
+      maxCost: integer(env, 'GRAPHQL_MAX_COST', 5000, 1, 10_000_000),
+      introspection: boolean(env, 'GRAPHQL_INTROSPECTION', nodeEnv !== 'production'),
+      graphiql: boolean(env, 'GRAPHIQL_ENABLED', nodeEnv !== 'production'),
+    },
+    rateLimit: {
+      requestsPerMinute: integer(env, 'RATE_LIMIT_REQUESTS_PER_MINUTE', 0, 0, 1_000_000),
+      tokensPerMinute: integer(env, 'RATE_LIMIT_TOKENS_PER_MINUTE', 0, 0, 2_000_000_000),
     },
     ws: {
       maxMessageBytes: integer(env, 'WS_MAX_MESSAGE_BYTES', 262_144, 1024, 1_073_741_824),
@@ -231,6 +265,24 @@ export function loadConfig(env: Env = process.env): Config {
     },
   };
   return deepFreeze(config);
+}
+
+function origins(env: Env, name: string): string[] {
+  const raw = text(env, name);
+  if (raw === undefined) return [];
+  return raw.split(',').map((entry) => {
+    const origin = entry.trim();
+    let parsed: URL;
+    try {
+      parsed = new URL(origin);
+    } catch {
+      throw new ConfigError(name, `holds "${origin}", which is not an origin like https://app.example.com`);
+    }
+    if (parsed.origin !== origin || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) {
+      throw new ConfigError(name, `holds "${origin}", which is not an origin like https://app.example.com`);
+    }
+    return origin;
+  });
 }
 
 function deepFreeze<T extends object>(value: T): T {

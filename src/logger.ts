@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config';
 
@@ -27,6 +28,9 @@ const REDACTED_PATHS = [
   'variables.*',
 ];
 
+/** The HTTP request being served: every log line written while serving it carries its id. */
+export const requestScope = new AsyncLocalStorage<{ requestId: string }>();
+
 export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pino.DestinationStream): Logger {
   return pino(
     {
@@ -35,6 +39,10 @@ export function createLogger(config: Pick<Config, 'logLevel'>, destination?: pin
       redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
+      mixin: () => {
+        const scope = requestScope.getStore();
+        return scope === undefined ? {} : { requestId: scope.requestId };
+      },
     },
     destination,
   );

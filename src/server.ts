@@ -14,7 +14,7 @@ import { redactUrl, type Config } from './config';
 import type { GraphQLContext } from './context';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded';
 import { GRAPHIQL_ASSET_PREFIX, GRAPHIQL_CSP, graphiqlHtml, serveGraphiqlAsset, wantsGraphiql } from './graphiql';
-import { createLogger, type Logger } from './logger';
+import { createLogger, requestScope, type Logger } from './logger';
 import { ormOptions } from './mikro-orm.config';
 import { OpenAICompatibleEndpoint } from './openai/openai.handler';
 import { buildExecutableSchema } from './schema';
@@ -25,7 +25,7 @@ import { startSimulator, type Simulator } from './simulator';
 import type { Viewer } from './auth/viewer';
 import { CHANNELS, PgNotifications } from './db/notifications';
 import { UnauthenticatedError } from './errors';
-import { DocumentCache, extraValidationRules } from './graphql/validation';
+import { DocumentCache, extraValidationRules, parseOptions } from './graphql/validation';
 import { CLOSE_CREDENTIALS_REVOKED, CLOSE_TOO_MANY_CONNECTIONS, SocketRegistry } from './server/sockets';
 import { PgUsageBus } from './usage/usage-bus';
 import { VERSION } from './version';
@@ -80,9 +80,11 @@ export function formatGatewayError(formatted: GraphQLFormattedError, config: Con
   const code = CONTRACT_CODE_OF[original] ?? original;
   if (CONTRACT_CODES.has(code) && code !== 'INTERNAL_SERVER_ERROR') {
     const extensions: Record<string, unknown> = { ...formatted.extensions, code };
+    // Field suggestions map the schema for an attacker; production keeps them to itself.
+    const message = config.env === 'production' ? formatted.message.replace(/ ?Did you mean .+\?$/, '') : formatted.message;
     if (code !== original) extensions.reason = original;
     if (config.env !== 'development') delete extensions.stacktrace;
-    return { ...formatted, extensions };
+    return { ...formatted, message, extensions };
   }
   log.error({ err: formatted }, 'unexpected error in a GraphQL operation');
   return {
@@ -155,6 +157,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     await services.quota.reapExpired(orm.em.fork());
     const reaper = setInterval(() => {
       services.quota.reapExpired(orm.em.fork()).catch((error: unknown) => log.error({ err: error }, 'reservation reaper failed'));
+      services.rateLimiter.forgetOldWindows(orm.em.fork()).catch((error: unknown) => log.error({ err: error }, 'rate window cleanup failed'));
     }, 60_000);
     reaper.unref();
     cleanups.push(async () => clearInterval(reaper));
@@ -174,7 +177,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     });
 
     const extraRules = extraValidationRules(config);
-    const documents = new DocumentCache(schema, extraRules);
+    const documents = new DocumentCache(schema, extraRules, config.graphql.maxTokens);
     const wsServer = new WebSocketServer({ noServer: true, maxPayload: config.ws.maxMessageBytes });
     const formatErrors = (errors: readonly GraphQLError[]): GraphQLFormattedError[] =>
       errors.map((error) => formatGatewayError(error.toJSON(), config, log));
@@ -233,8 +236,10 @@ export async function createServer(config: Config, options: ServerOptions = {}):
 
     const apollo = new ApolloServer<GraphQLContext>({
       schema,
-      introspection: config.env !== 'production',
+      introspection: config.graphql.introspection,
       includeStacktraceInErrorResponses: config.env === 'development',
+      hideSchemaDetailsFromClientErrors: config.env === 'production',
+      parseOptions: parseOptions(config),
       persistedQueries: false,
       allowBatchedHttpRequests: false,
       formatError: (formatted) => formatGatewayError(formatted, config, log),
@@ -252,8 +257,23 @@ export async function createServer(config: Config, options: ServerOptions = {}):
 
     const openai = new OpenAICompatibleEndpoint(services, orm, log);
     const assetDir = path.resolve(__dirname, '../public/graphiql');
-    const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const cors = new Set(config.http.corsOrigins);
+    const handle = async (req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> => {
       const { pathname, search } = new URL(req.url ?? '/', 'http://gateway');
+      const origin = req.headers.origin;
+      if (origin !== undefined && cors.has(origin)) {
+        res.setHeader('access-control-allow-origin', origin);
+        res.setHeader('vary', 'Origin');
+        if (req.method === 'OPTIONS') {
+          res.writeHead(204, {
+            'access-control-allow-methods': 'GET, POST, OPTIONS',
+            'access-control-allow-headers': 'authorization, content-type, apollo-require-preflight, x-request-id',
+            'access-control-max-age': '600',
+          });
+          res.end();
+          return;
+        }
+      }
       if (pathname === '/healthz') return sendJson(res, 200, { status: 'ok', version: VERSION });
       if (pathname === '/readyz') {
         try {
@@ -267,10 +287,10 @@ export async function createServer(config: Config, options: ServerOptions = {}):
         if (serveGraphiqlAsset(req, res, assetDir, pathname)) return;
         return sendJson(res, 404, { error: 'not found' });
       }
-      if (pathname.startsWith('/v1/') && (await openai.handle(req, res, pathname, randomUUID()))) return;
+      if (pathname.startsWith('/v1/') && (await openai.handle(req, res, pathname, requestId))) return;
       if (pathname !== GRAPHQL_PATH) return sendJson(res, 404, { error: 'not found' });
 
-      if (wantsGraphiql(req) && !search.includes('query=')) {
+      if (config.graphql.graphiql && wantsGraphiql(req) && !search.includes('query=')) {
         const html = graphiqlHtml({ title: 'vLLM gateway · GraphiQL', assetBase: GRAPHIQL_ASSET_PREFIX });
         res.writeHead(200, {
           'content-type': 'text/html; charset=utf-8',
@@ -283,7 +303,6 @@ export async function createServer(config: Config, options: ServerOptions = {}):
         return;
       }
 
-      const requestId = randomUUID();
       let body: unknown = undefined;
       if (req.method === 'POST') {
         let raw: string;
@@ -311,7 +330,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
         httpGraphQLRequest: { method: req.method ?? 'GET', headers, search, body },
         context: async () => ({
           requestId,
-          log: log.child({ requestId }),
+          log,
           em: orm.em.fork(),
           services,
           authorization: req.headers.authorization ?? null,
@@ -319,7 +338,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
           transport: 'http',
         }),
       });
-      const responseHeaders: Record<string, string> = { 'x-request-id': requestId };
+      const responseHeaders: Record<string, string> = {};
       for (const [name, value] of response.headers) responseHeaders[name] = value;
       if (response.body.kind === 'complete') {
         responseHeaders['content-length'] = String(Buffer.byteLength(response.body.string));
@@ -333,10 +352,23 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     };
 
     httpServer.on('request', (req: IncomingMessage, res: ServerResponse) => {
-      handle(req, res).catch((error: unknown) => {
-        log.error({ err: error }, 'unhandled error in an HTTP request');
-        if (!res.headersSent) sendGraphQLError(res, 500, 'Internal server error.', 'INTERNAL_SERVER_ERROR');
-        else res.destroy();
+      const incoming = req.headers['x-request-id'];
+      const requestId = typeof incoming === 'string' && /^[\w.-]{8,64}$/.test(incoming) ? incoming : randomUUID();
+      res.setHeader('x-request-id', requestId);
+      res.setHeader('x-content-type-options', 'nosniff');
+      const started = performance.now();
+      res.once('finish', () => {
+        log.info(
+          { requestId, method: req.method, path: (req.url ?? '/').split('?')[0], status: res.statusCode, ms: Math.round(performance.now() - started) },
+          'http request',
+        );
+      });
+      requestScope.run({ requestId }, () => {
+        handle(req, res, requestId).catch((error: unknown) => {
+          log.error({ err: error }, 'unhandled error in an HTTP request');
+          if (!res.headersSent) sendGraphQLError(res, 500, 'Internal server error.', 'INTERNAL_SERVER_ERROR');
+          else res.destroy();
+        });
       });
     });
     httpServer.on('upgrade', (req, socket, head) => {

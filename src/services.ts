@@ -9,6 +9,7 @@ import { ChatService } from './chat/chat.service';
 import { PromptCounter } from './chat/prompt-counter';
 import { Upstream } from './chat/upstream';
 import { QuotaService } from './quota/quota.service';
+import { RateLimiter } from './quota/rate-limiter';
 import type { UsageBus } from './usage/usage-bus';
 import { UsageService } from './usage/usage.service';
 import type { ServerInfo } from './server-info/server-info.resolver';
@@ -29,6 +30,7 @@ export interface Services {
   readonly chat: ChatService;
   readonly usageBus: UsageBus;
   readonly usage: UsageService;
+  readonly rateLimiter: RateLimiter;
 }
 
 export function createServices(deps: {
@@ -46,7 +48,8 @@ export function createServices(deps: {
   // timeout, the reaper may safely give it back.
   const quota = new QuotaService(clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60);
   const upstream = new Upstream({ baseUrl: upstreamBaseUrl, apiKey: config.vllm.apiKey, timeoutMs: config.vllm.timeoutMs, log });
-  const chat = new ChatService(config, upstream, new PromptCounter(upstream, config.vllm.tiktokenMargin), quota, usageBus, log);
+  const rateLimiter = new RateLimiter(config.rateLimit);
+  const chat = new ChatService(config, upstream, new PromptCounter(upstream, config.vllm.tiktokenMargin), quota, usageBus, rateLimiter, log);
   return {
     ...rest,
     config,
@@ -60,5 +63,6 @@ export function createServices(deps: {
     chat,
     usageBus,
     usage: new UsageService(usageBus, auth),
+    rateLimiter,
   };
 }

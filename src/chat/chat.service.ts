@@ -11,6 +11,7 @@ import type { Config } from '../config';
 import { BadUserInputError, UpstreamError } from '../errors';
 import type { Logger } from '../logger';
 import { MAX_TOKEN_COUNT, type QuotaService, type Reservation, type Settlement, type SettledUsage } from '../quota/quota.service';
+import type { RateLimiter } from '../quota/rate-limiter';
 import type { UsageBus } from '../usage/usage-bus';
 import { ChatRole, type ChatCompletion, type ChatChunk, type ChatInput, type Model, type TokenCount } from './chat.types';
 import type { PromptCounter } from './prompt-counter';
@@ -102,6 +103,7 @@ export class ChatService {
     private readonly promptCounter: PromptCounter,
     private readonly quota: QuotaService,
     private readonly usageBus: UsageBus,
+    private readonly rateLimiter: RateLimiter,
     private readonly log: Logger,
   ) {}
 
@@ -156,6 +158,7 @@ export class ChatService {
         'maxTokens',
       );
     }
+    await this.rateLimiter.admit(em, viewer.userId);
     const requestId = randomUUID();
     const reservation = await this.quota.reserve(em, {
       requestId,
@@ -364,6 +367,7 @@ export class ChatService {
       latencyMs: performance.now() - metered.startedAt,
     });
     if (settled.charged) {
+      await this.rateLimiter.record(em, metered.viewer.userId, settled.chargedTokens);
       this.usageBus.publish({
         requestId: metered.requestId,
         userId: metered.viewer.userId,

@@ -1,4 +1,18 @@
-import { GraphQLError, NoSchemaIntrospectionCustomRule, parse, specifiedRules, validate, type DocumentNode, type GraphQLSchema, type ValidationRule } from 'graphql';
+import {
+  GraphQLError,
+  NoSchemaIntrospectionCustomRule,
+  parse,
+  specifiedRules,
+  validate,
+  type DocumentNode,
+  type GraphQLSchema,
+  type ValidationContext,
+  type ValidationRule,
+} from 'graphql';
+import { costLimitRule } from '@escape.tech/graphql-armor-cost-limit';
+import { maxAliasesRule } from '@escape.tech/graphql-armor-max-aliases';
+import { maxDepthRule } from '@escape.tech/graphql-armor-max-depth';
+import { maxDirectivesRule } from '@escape.tech/graphql-armor-max-directives';
 import type { Config } from '../config';
 
 /**
@@ -7,7 +21,29 @@ import type { Config } from '../config';
  * socket too.
  */
 export function extraValidationRules(config: Config): ValidationRule[] {
-  return config.env === 'production' ? [NoSchemaIntrospectionCustomRule] : [];
+  const limits = config.graphql;
+  // graphql-armor throws by default, which Apollo turns into a 500: report as a validation error instead.
+  const report = {
+    propagateOnRejection: false,
+    onReject: [(context: ValidationContext | null, error: GraphQLError) => context?.reportError(new GraphQLError(error.message.replace(/^Syntax Error: /, '')))],
+  };
+  const rules: ValidationRule[] = [
+    maxDepthRule({ n: limits.maxDepth, ignoreIntrospection: true, flattenFragments: true, ...report }),
+    // graphql-armor skips `__schema` when counting depth, so `__schema { types { fields { type
+    // { fields … } } } }` would nest without bound: a second pass bounds introspection too.
+    maxDepthRule({ n: limits.maxIntrospectionDepth, ignoreIntrospection: false, flattenFragments: true, ...report }),
+    maxAliasesRule({ n: limits.maxAliases, ...report }),
+    maxDirectivesRule({ n: limits.maxDirectives, ...report }),
+    // Introspection's cost is bounded by the depth pass above; GraphiQL's own query costs ~90k.
+    costLimitRule({ maxCost: limits.maxCost, ignoreIntrospection: true, ...report }),
+  ];
+  if (!limits.introspection) rules.push(NoSchemaIntrospectionCustomRule);
+  return rules;
+}
+
+/** Token limit, applied by the parser itself (Apollo's parseOptions and the socket's parse). */
+export function parseOptions(config: Config): { maxTokens: number } {
+  return { maxTokens: config.graphql.maxTokens };
 }
 
 type Parsed = { document: DocumentNode; errors: null } | { document: null; errors: readonly GraphQLError[] };
@@ -36,6 +72,7 @@ export class DocumentCache {
   constructor(
     private readonly schema: GraphQLSchema,
     extraRules: readonly ValidationRule[],
+    private readonly maxTokens: number,
     private readonly maxEntries = 1000,
   ) {
     this.rules = [...specifiedRules, ...extraRules];
@@ -46,7 +83,7 @@ export class DocumentCache {
     if (cached !== undefined) return cached;
     let parsed: Parsed;
     try {
-      const document = parse(query);
+      const document = parse(query, { maxTokens: this.maxTokens });
       const errors = validate(this.schema, document, this.rules);
       parsed = errors.length > 0 ? { document: null, errors: withCode(errors, 'GRAPHQL_VALIDATION_FAILED') } : { document, errors: null };
     } catch (error) {
