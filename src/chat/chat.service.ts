@@ -326,6 +326,9 @@ export class ChatService {
           break;
         }
       }
+      // The SDK's stream ends quietly, without throwing, when its signal aborts (client gone,
+      // idle timeout): that is not a finished answer.
+      if (controller.signal.aborted && !cut) throw new Error('upstream stream aborted');
       finished = true;
     } catch (error) {
       if (!clientLeft) failure = error;

@@ -238,7 +238,9 @@ export class OpenAICompatibleEndpoint {
       const retryAfter = viewer === null ? null : await this.secondsUntilQuotaReset(viewer, error);
       const mapped = toOpenAIError(error, retryAfter);
       if (mapped.status >= 500) this.log.warn({ requestId, status: mapped.status }, 'OpenAI-compatible request failed');
-      if (res.headersSent) {
+      if (res.writableEnded) {
+        // The answer was already complete (a failure while cleaning up): nothing more to say.
+      } else if (res.headersSent) {
         // The stream had started: report in-band, as vLLM does.
         res.end(`data: ${JSON.stringify(mapped.body)}\n\ndata: [DONE]\n\n`);
       } else {
@@ -261,6 +263,8 @@ export class OpenAICompatibleEndpoint {
       if (!res.writableEnded) clientGone.abort();
     };
     res.on('close', onClose);
+    // The client may have gone while the request was being reserved: 'close' has fired already.
+    if (res.destroyed) onClose();
     const events = this.services.chat.streamRaw(em, metered, clientGone.signal);
     try {
       let started = false;
