@@ -29,6 +29,7 @@ import { DocumentCache, extraValidationRules, parseOptions } from './graphql/val
 import { CLOSE_CREDENTIALS_REVOKED, CLOSE_TOO_MANY_CONNECTIONS, SocketRegistry } from './server/sockets';
 import { PgUsageBus } from './usage/usage-bus';
 import { VERSION } from './version';
+import { serveUsagePage, USAGE_PAGE_ASSET_DIR } from './usage-page';
 
 export interface GatewayServer {
   /** http://host:port/graphql */
@@ -256,7 +257,8 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     cleanups.push(() => apollo.stop());
 
     const openai = new OpenAICompatibleEndpoint(services, orm, log);
-    const assetDir = path.resolve(__dirname, '../public/graphiql');
+    // Beside the usage page's assets in dist/public, whether this runs from src (tests) or dist.
+    const assetDir = path.join(path.dirname(USAGE_PAGE_ASSET_DIR), 'graphiql');
     const cors = new Set(config.http.corsOrigins);
     const handle = async (req: IncomingMessage, res: ServerResponse, requestId: string): Promise<void> => {
       const { pathname, search } = new URL(req.url ?? '/', 'http://gateway');
@@ -283,6 +285,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
           return sendJson(res, 503, { status: 'unavailable', reason: 'database unreachable' });
         }
       }
+      if (serveUsagePage(req, res, USAGE_PAGE_ASSET_DIR, pathname)) return;
       if (pathname.startsWith(GRAPHIQL_ASSET_PREFIX)) {
         if (serveGraphiqlAsset(req, res, assetDir, pathname)) return;
         return sendJson(res, 404, { error: 'not found' });

@@ -6,6 +6,15 @@ import path from 'node:path';
 export const USAGE_PAGE_PATH = '/usage';
 
 /**
+ * Where scripts/build-usage-page.mjs puts the page: dist/public/usage, found from this module both
+ * when it runs compiled (dist/src/usage-page) and from source (src/usage-page, as under jest).
+ */
+export const USAGE_PAGE_ASSET_DIR = ((): string => {
+  const top = path.resolve(__dirname, '../..');
+  return path.basename(top) === 'dist' ? path.join(top, 'public/usage') : path.join(top, 'dist/public/usage');
+})();
+
+/**
  * Content-Security-Policy of the page: its own script and styles only (nothing inline, no eval),
  * and connections to this origin, over HTTP for queries and WebSocket for subscriptions.
  */
