@@ -155,6 +155,8 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     });
     cleanups.push(() => services.upstream.close());
     const bootstrap = await services.users.bootstrapAdmin(orm.em.fork());
+    // The dummy hash, made now, so the first unknown-email sign-in costs what the others do.
+    await services.auth.passwords.verifyDummy('warm-up');
     await services.quota.reapExpired(orm.em.fork());
     const reaper = setInterval(() => {
       services.quota.reapExpired(orm.em.fork()).catch((error: unknown) => log.error({ err: error }, 'reservation reaper failed'));
@@ -166,6 +168,9 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     const schema = buildExecutableSchema();
     const httpServer = createHttpServer();
     httpServer.keepAliveTimeout = 65_000;
+    // Registered before apollo.stop() so that it runs after it (cleanups run in reverse): Apollo's
+    // drain lets in-flight requests finish, and only then is whatever is left cut off.
+    cleanups.push(() => closeServer(httpServer));
 
     const sockets = new SocketRegistry(services.auth, config.ws.maxConnectionsPerUser, log);
     notifications.on(CHANNELS.auth, (payload) => {
@@ -386,7 +391,6 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     });
 
     await listen(httpServer, config.port, config.host);
-    cleanups.push(() => closeServer(httpServer));
     const address = httpServer.address() as AddressInfo;
     const hostForUrl = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     const origin = `http://${hostForUrl}:${address.port}`;

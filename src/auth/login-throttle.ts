@@ -70,13 +70,15 @@ export class LoginThrottle {
     });
   }
 
-  /** After a correct password: the account starts afresh, the address gets its attempt back. */
+  /**
+   * After a correct password: the account starts afresh, the address gets its attempt back.
+   * `attempt` counted this sign-in before the password was checked, and when it was the one
+   * that reached the limit it also set the lock: both are undone, or a success would lock its
+   * own address. (A locked address never gets here: `attempt` refuses it first.)
+   */
   async succeeded(em: EntityManager, subjects: { account: string; address: string }): Promise<void> {
     await query(em, 'delete from login_throttle where subject = ?', [subjects.account]);
-    await query(em, 'update login_throttle set failures = greatest(failures - 1, 0), locked_until = null where subject = ? and failures < ?', [
-      subjects.address,
-      this.config.maxFailuresPerAddress,
-    ]);
+    await query(em, 'update login_throttle set failures = greatest(failures - 1, 0), locked_until = null where subject = ?', [subjects.address]);
   }
 
   private lockSeconds(excessFailures: number): number {

@@ -3,6 +3,7 @@ import jwt from 'jsonwebtoken';
 import type { Config } from '../config';
 
 export const API_KEY_PREFIX = 'sk-';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const API_KEY_SHOWN_CHARACTERS = 10;
 
 export interface AccessClaims {
@@ -55,7 +56,8 @@ export class AccessTokens {
     }
     if (typeof payload === 'string') return null;
     const { typ, tv, sub, exp } = payload as jwt.JwtPayload & { typ?: unknown; tv?: unknown };
-    if (typ !== 'access' || typeof sub !== 'string' || typeof exp !== 'number' || !Number.isSafeInteger(tv)) return null;
+    // `sub` must be a user id: anything else would reach the database as a malformed uuid.
+    if (typ !== 'access' || typeof sub !== 'string' || !UUID.test(sub) || typeof exp !== 'number' || !Number.isSafeInteger(tv)) return null;
     return { userId: sub, tokenVersion: tv as number, expiresAt: new Date(exp * 1000) };
   }
 }

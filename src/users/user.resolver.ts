@@ -1,7 +1,7 @@
 import { Arg, Ctx, Directive, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import { viewerOf } from '../auth/viewer';
 import type { GraphQLContext } from '../context';
-import { BadUserInputError, ForbiddenError } from '../errors';
+import { ForbiddenError, UnauthenticatedError } from '../errors';
 import { QuotaUsage } from '../quota/quota.types';
 import { Role, type User } from './user.entity';
 import { CreateUserInput, UpdateUserInput, UserConnection, UserType } from './user.types';
@@ -12,7 +12,8 @@ export class UserResolver {
   @Query(() => UserType, { description: 'The signed-in user.' })
   async me(@Ctx() ctx: GraphQLContext): Promise<User> {
     const user = await ctx.services.users.get(ctx.em, viewerOf(ctx).userId);
-    if (user === null) throw new BadUserInputError('Your user no longer exists.');
+    // Credentials of a user deleted since they were checked (the check may be cached): not signed in.
+    if (user === null) throw new UnauthenticatedError('Your user no longer exists.');
     return user;
   }
 
