@@ -64,7 +64,13 @@ export async function startTestGateway(options: TestGatewayOptions = {}): Promis
     PASSWORD_HASH_PARALLELISM: '1',
     ...options.env,
   });
-  const server = await createServer(config, { clock: options.clock });
+  let server: GatewayServer;
+  try {
+    server = await createServer(config, { clock: options.clock });
+  } catch (error) {
+    if (ownsSimulator) await simulator.stop();
+    throw error;
+  }
   const clients: Client[] = [];
 
   return {
