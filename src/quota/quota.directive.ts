@@ -14,15 +14,51 @@ export function meteredOf(ctx: GraphQLContext): MeteredChat {
 }
 
 /**
- * Ends a subscription's reservation when its stream ends, however it ends (completed,
- * closed by the client, failed), in case the resolver never got to settle it.
+ * Ends a subscription's reservation when its stream ends, however it ends (completed, closed by
+ * the client, failed), in case the resolver never got to settle it.
+ *
+ * Not an async generator: a generator queues `return()` behind its pending `next()`, and that
+ * `next()` waits for the upstream's next token, which a stalled upstream never sends. Closing
+ * the subscription would then reach the chat stream (which aborts the upstream call and
+ * charges what was generated) only when the idle timeout fires. Here `return()` is passed on
+ * at once.
  */
-async function* releasingWhenDone<T>(source: AsyncIterable<T>, release: () => Promise<unknown>): AsyncGenerator<T> {
-  try {
-    yield* source;
-  } finally {
-    await release();
-  }
+function releasingWhenDone<T>(source: AsyncIterable<T>, release: () => Promise<unknown>): AsyncIterableIterator<T> {
+  const iterator = source[Symbol.asyncIterator]();
+  let released: Promise<unknown> | null = null;
+  const releaseOnce = (): Promise<unknown> => (released ??= release());
+  return {
+    [Symbol.asyncIterator]() {
+      return this;
+    },
+    async next(): Promise<IteratorResult<T>> {
+      let result: IteratorResult<T>;
+      try {
+        result = await iterator.next();
+      } catch (error) {
+        await releaseOnce();
+        throw error;
+      }
+      if (result.done === true) await releaseOnce();
+      return result;
+    },
+    async return(): Promise<IteratorResult<T>> {
+      try {
+        await iterator.return?.();
+      } finally {
+        await releaseOnce();
+      }
+      return { done: true, value: undefined };
+    },
+    async throw(error: unknown): Promise<IteratorResult<T>> {
+      try {
+        await iterator.return?.();
+      } finally {
+        await releaseOnce();
+      }
+      throw error;
+    },
+  };
 }
 
 /**

@@ -168,9 +168,11 @@ export class QuotaService {
   }
 
   /**
-   * Charges what the upstream reported (capped by the reservation), writes the usage record and
-   * releases the rest: one statement, so a crash leaves either all of it or none. Settling the
-   * same request twice charges once.
+   * Charges what the upstream reported, writes the usage record and releases the rest of the
+   * reservation: one statement, so a crash leaves either all of it or none. Settling the same
+   * request twice charges once. When the upstream reports more than was reserved (the prompt
+   * was estimated with tiktoken and came out low), the excess is charged as far as the limit
+   * allows, so `used` still never passes it.
    */
   async settle(em: EntityManager, reservation: Reservation, outcome: Settlement): Promise<SettledUsage> {
     assertCount(outcome.promptTokens, 'promptTokens');
@@ -180,7 +182,7 @@ export class QuotaService {
     if (total > reservation.amount) {
       this.log.warn(
         { requestId: reservation.requestId, reported: total, reserved: reservation.amount },
-        'upstream reported more tokens than were reserved; charging the reservation',
+        'upstream reported more tokens than were reserved; charging what fits in the limit',
       );
     }
     const now = this.clock.now();
@@ -200,8 +202,8 @@ export class QuotaService {
          insert into usage_records (request_id, user_id, api_key_id, model, interface, prompt_tokens, completion_tokens,
                                     total_tokens, charged_tokens, usage_source, prompt_count_source, status, latency_ms, created_at)
          select ?, a.user_id, ?, ?, ?, ?, ?, ?,
-                least(?::bigint, coalesce((select amount from res),
-                      case when a.token_limit is null then ?::bigint else greatest(a.token_limit - a.used - a.reserved, 0) end)),
+                least(?::bigint, coalesce((select amount from res), 0) +
+                      case when a.token_limit is null then ?::bigint else greatest(a.token_limit - a.used - a.reserved, 0) end),
                 ?, ?, ?, ?, ?
            from acct a
          on conflict (request_id) do nothing
