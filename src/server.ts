@@ -9,6 +9,7 @@ import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/dis
 import { MikroORM } from '@mikro-orm/postgresql';
 import type { GraphQLError, GraphQLFormattedError } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
+import { Client as PgClient } from 'pg';
 import { WebSocketServer } from 'ws';
 import { redactUrl, type Config } from './config';
 import type { GraphQLContext } from './context';
@@ -124,9 +125,17 @@ export async function createServer(config: Config, options: ServerOptions = {}):
 
     const orm = await MikroORM.init(ormOptions(databaseUrl));
     cleanups.push(() => orm.close(true));
-    if (config.migrateOnStart) {
-      const applied = await orm.getMigrator().up();
-      if (applied.length > 0) log.info({ migrations: applied.map((m) => m.name) }, 'migrations applied');
+    // Instances starting together on one database take turns to migrate and bootstrap.
+    const startLock = await takeStartLock(databaseUrl);
+    cleanups.push(() => startLock.release());
+    try {
+      if (config.migrateOnStart) {
+        const applied = await orm.getMigrator().up();
+        if (applied.length > 0) log.info({ migrations: applied.map((m) => m.name) }, 'migrations applied');
+      }
+    } catch (error) {
+      await startLock.release();
+      throw error;
     }
 
     const upstream = await resolveUpstream(config, log);
@@ -154,7 +163,12 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       },
     });
     cleanups.push(() => services.upstream.close());
-    const bootstrap = await services.users.bootstrapAdmin(orm.em.fork());
+    let bootstrap;
+    try {
+      bootstrap = await services.users.bootstrapAdmin(orm.em.fork());
+    } finally {
+      await startLock.release();
+    }
     // The dummy hash, made now, so the first unknown-email sign-in costs what the others do.
     await services.auth.passwords.verifyDummy('warm-up');
     await services.quota.reapExpired(orm.em.fork());
@@ -423,6 +437,24 @@ async function resolveUpstream(config: Config, log: Logger): Promise<{ baseUrl: 
     'VLLM_BASE_URL is not set: chat is answered by the BUILT-IN vLLM SIMULATOR, not a real model. Set VLLM_BASE_URL to use vLLM.',
   );
   return { baseUrl: simulator.url, simulator };
+}
+
+/** An arbitrary, fixed key for pg_advisory_lock: "gateway start". */
+const START_LOCK_KEY = 7_301_946_201;
+
+async function takeStartLock(databaseUrl: string): Promise<{ release(): Promise<void> }> {
+  const client = new PgClient({ connectionString: databaseUrl });
+  await client.connect();
+  await client.query('select pg_advisory_lock($1)', [START_LOCK_KEY]);
+  let released = false;
+  return {
+    async release() {
+      if (released) return;
+      released = true;
+      await client.query('select pg_advisory_unlock($1)', [START_LOCK_KEY]).catch(() => undefined);
+      await client.end().catch(() => undefined);
+    },
+  };
 }
 
 function drainWebSockets(dispose: () => Promise<void>): ApolloServerPlugin<GraphQLContext> {

@@ -285,6 +285,11 @@ export class ChatService {
     let cut = false;
 
     armIdleTimer();
+    // A stream may produce for longer than a reservation lives; keep it alive while it does.
+    const keepReserved = setInterval(() => {
+      this.quota.extend(em.fork(), metered.reservation).catch((error: unknown) => this.log.warn({ err: error }, 'could not extend a reservation'));
+    }, this.quota.extendEveryMs);
+    keepReserved.unref();
     const settle = (finished: boolean): Promise<SettledUsage | null> => {
       const generated = Math.min(lastUsage?.completion ?? deltas, limit);
       // Nothing generated and not finished: the upstream produced nothing to charge.
@@ -334,6 +339,7 @@ export class ChatService {
       if (!clientLeft) failure = error;
     } finally {
       clearTimeout(idle);
+      clearInterval(keepReserved);
       clientGone?.removeEventListener('abort', onClientGone);
       // Runs also when the consumer leaves mid-stream (client gone, subscription closed): the
       // upstream is stopped and what was generated so far is charged, once.

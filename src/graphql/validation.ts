@@ -1,6 +1,8 @@
 import {
   GraphQLError,
   NoSchemaIntrospectionCustomRule,
+  getOperationAST,
+  getVariableValues,
   parse,
   specifiedRules,
   validate,
@@ -94,6 +96,27 @@ export class DocumentCache {
       if (oldest.done !== true) this.entries.delete(oldest.value);
     }
     this.entries.set(query, parsed);
+    return parsed;
+  }
+
+  /**
+   * `get`, then what graphql-js would otherwise refuse only inside `execute`/`subscribe`: an
+   * operation name that names nothing (or none given for several operations) and variables
+   * that do not fit their types. Those refusals carry no code, so the socket's error
+   * formatting turned them into INTERNAL_SERVER_ERROR; here they get BAD_USER_INPUT, as Apollo
+   * gives them over HTTP. (The variables are only checked: execution coerces them again.)
+   */
+  prepare(query: string, operationName: string | null | undefined, variables: Readonly<Record<string, unknown>> | null | undefined): Parsed {
+    const parsed = this.get(query);
+    if (parsed.errors !== null) return parsed;
+    const operation = getOperationAST(parsed.document, operationName ?? undefined);
+    if (operation === null) {
+      const message =
+        operationName == null ? 'Must provide operation name if query contains multiple operations.' : `Unknown operation named "${operationName}".`;
+      return { document: null, errors: withCode([new GraphQLError(message)], 'OPERATION_RESOLUTION_FAILURE') };
+    }
+    const coerced = getVariableValues(this.schema, operation.variableDefinitions ?? [], variables ?? {}, { maxErrors: 50 });
+    if (coerced.errors !== undefined) return { document: null, errors: withCode(coerced.errors, 'VARIABLE_COERCION_FAILED') };
     return parsed;
   }
 }

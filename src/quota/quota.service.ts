@@ -253,6 +253,19 @@ export class QuotaService {
     };
   }
 
+  /** Keeps a long-running request's reservation from looking abandoned to the reaper. */
+  async extend(em: EntityManager, reservation: Reservation): Promise<void> {
+    await query(em, 'update quota_reservations set expires_at = now() + make_interval(secs => ?) where request_id = ?', [
+      this.reservationTtlSeconds,
+      reservation.requestId,
+    ]);
+  }
+
+  /** How often a running stream should call `extend`. */
+  get extendEveryMs(): number {
+    return (this.reservationTtlSeconds * 1000) / 3;
+  }
+
   /** Gives a reservation back untouched: the upstream produced nothing chargeable. */
   async release(em: EntityManager, reservation: Reservation): Promise<void> {
     await query(

@@ -28,8 +28,13 @@ export class SocketRegistry {
     private readonly log: Logger,
   ) {}
 
-  /** False when the user already holds the most sockets allowed. */
+  /**
+   * False when the user already holds the most sockets allowed, or when the socket closed
+   * while its credentials were being checked: its 'close' has already fired, so a socket
+   * registered now would hold one of the user's slots until the process ends.
+   */
   register(socket: WebSocket, viewer: Viewer): boolean {
+    if (socket.readyState !== socket.OPEN) return false;
     const sockets = this.byUser.get(viewer.userId) ?? new Set<TrackedSocket>();
     if (sockets.size >= this.maxPerUser) return false;
     let expiry: NodeJS.Timeout | null = null;
