@@ -214,15 +214,7 @@ export class AuthService {
     if (user === null || user.tokenVersion !== claims.tokenVersion) {
       throw new UnauthenticatedError('The access token is no longer valid.');
     }
-    return {
-      userId: user.id,
-      email: user.email,
-      role: user.role,
-      tokenVersion: user.tokenVersion,
-      via: 'access-token',
-      apiKeyId: null,
-      expiresAt: claims.expiresAt,
-    };
+    return viewerFrom(user, { via: 'access-token', apiKeyId: null, expiresAt: claims.expiresAt });
   }
 
   assertRole(viewer: Viewer, required: Role): void {
@@ -247,15 +239,7 @@ export class AuthService {
         (error: unknown) => this.log.warn({ err: error }, 'could not record API key use'),
       );
     }
-    return {
-      userId: user.id,
-      email: user.email,
-      role: user.role,
-      tokenVersion: user.tokenVersion,
-      via: 'api-key',
-      apiKeyId: key.keyId,
-      expiresAt: null,
-    };
+    return viewerFrom(user, { via: 'api-key', apiKeyId: key.keyId, expiresAt: null });
   }
 
   private async startSession(em: EntityManager, user: User, familyId: string): Promise<IssuedTokens> {
@@ -267,15 +251,10 @@ export class AuthService {
       [randomUUID(), user.id, familyId, sha256(refreshToken), user.tokenVersion, this.config.jwt.refreshTtlSeconds],
     );
     const access = this.accessTokens.sign(user.id, user.tokenVersion);
-    const viewer: Viewer = {
-      userId: user.id,
-      email: user.email,
-      role: user.role,
-      tokenVersion: user.tokenVersion,
-      via: 'access-token',
-      apiKeyId: null,
-      expiresAt: access.expiresAt,
-    };
+    const viewer = viewerFrom(
+      { id: user.id, email: user.email, role: user.role, tokenVersion: user.tokenVersion },
+      { via: 'access-token', apiKeyId: null, expiresAt: access.expiresAt },
+    );
     return { accessToken: access.token, refreshToken, expiresAt: access.expiresAt, user, viewer };
   }
 
@@ -293,6 +272,13 @@ export class AuthService {
   private async revokeFamily(em: EntityManager, familyId: string): Promise<void> {
     await query(em, 'update refresh_sessions set revoked_at = now() where family_id = ? and revoked_at is null', [familyId]);
   }
+}
+
+function viewerFrom(
+  user: Pick<UserAuthState, 'id' | 'email' | 'role' | 'tokenVersion'>,
+  credential: Pick<Viewer, 'via' | 'apiKeyId' | 'expiresAt'>,
+): Viewer {
+  return { userId: user.id, email: user.email, role: user.role, tokenVersion: user.tokenVersion, ...credential };
 }
 
 function bearerCredential(authorization: string | null): string | null {
