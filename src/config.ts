@@ -56,6 +56,12 @@ export interface Config {
   readonly ws: {
     readonly maxMessageBytes: number;
     readonly maxConnectionsPerUser: number;
+    /**
+     * Operations (subscriptions, queries, mutations) in flight at once on one socket. Without a
+     * cap one signed-in user can hold thousands of live subscriptions per socket, each with its
+     * listener and buffers, and exhaust the process's memory.
+     */
+    readonly maxSubscriptionsPerSocket: number;
     /** A socket that sends no connection_init within this is closed (4408). */
     readonly connectionInitWaitMs: number;
   };
@@ -244,6 +250,7 @@ export function loadConfig(env: Env = process.env): Config {
     ws: {
       maxMessageBytes: integer(env, 'WS_MAX_MESSAGE_BYTES', 262_144, 1024, 1_073_741_824),
       maxConnectionsPerUser: integer(env, 'WS_MAX_CONNECTIONS_PER_USER', 20, 1, 100_000),
+      maxSubscriptionsPerSocket: integer(env, 'WS_MAX_SUBSCRIPTIONS_PER_SOCKET', 100, 1, 100_000),
       connectionInitWaitMs: integer(env, 'WS_CONNECTION_INIT_WAIT_MS', 3000, 100, 60_000),
     },
     chat: {

@@ -76,6 +76,7 @@ export class DocumentCache {
     extraRules: readonly ValidationRule[],
     private readonly maxTokens: number,
     private readonly maxEntries = 1000,
+    private readonly maxCachedChars = 16_384,
   ) {
     this.rules = [...specifiedRules, ...extraRules];
   }
@@ -91,6 +92,10 @@ export class DocumentCache {
     } catch (error) {
       parsed = { document: null, errors: withCode([error instanceof GraphQLError ? error : new GraphQLError('Syntax error')], 'GRAPHQL_PARSE_FAILED') };
     }
+    // Only texts of a usual size are kept: the cache is keyed by the whole text, and 1000 texts
+    // of a WebSocket message's size (256 KiB by default, mostly comments or whitespace) would
+    // let one client pin a quarter of a gigabyte.
+    if (query.length > this.maxCachedChars) return parsed;
     if (this.entries.size >= this.maxEntries) {
       const oldest = this.entries.keys().next();
       if (oldest.done !== true) this.entries.delete(oldest.value);
@@ -110,7 +115,7 @@ export class DocumentCache {
     const parsed = this.get(query);
     if (parsed.errors !== null) return parsed;
     const operation = getOperationAST(parsed.document, operationName ?? undefined);
-    if (operation === null) {
+    if (operation == null) {
       const message =
         operationName == null ? 'Must provide operation name if query contains multiple operations.' : `Unknown operation named "${operationName}".`;
       return { document: null, errors: withCode([new GraphQLError(message)], 'OPERATION_RESOLUTION_FAILURE') };

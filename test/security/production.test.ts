@@ -1,0 +1,270 @@
+import { getIntrospectionQuery, print } from 'graphql';
+import { SecurityApiKeysDocument, SecurityServerInfoDocument } from '../generated/graphql';
+import { adminToken, userWithQuota } from '../chat/support';
+import { sql } from '../helpers/database';
+import { startTestGateway, type TestGateway } from '../helpers/server';
+import { RawSocket, expectErrors, expectStillServing, expectWsErrors, messages, post, rawRequest, type RawResponse } from './support';
+
+const ALLOWED_ORIGIN = 'https://app.example.test';
+const OTHER_ORIGIN = 'https://evil.example.test';
+
+function expectNoStacktrace(text: string): void {
+  expect(text).not.toMatch(/stacktrace|\bat [\w.<>]+ \(|node_modules|\/src\//);
+}
+
+/** The CSP's directives by name. */
+function csp(response: RawResponse): Map<string, string[]> {
+  const header = response.headers['content-security-policy'];
+  expect(typeof header).toBe('string');
+  return new Map(
+    String(header)
+      .split(';')
+      .map((directive) => directive.trim().split(/\s+/))
+      .filter((parts) => parts[0] !== '')
+      .map(([name, ...values]) => [name, values]),
+  );
+}
+
+describe('production mode (NODE_ENV=production, CORS_ALLOWED_ORIGINS set)', () => {
+  let gateway: TestGateway;
+  let user: { id: string; token: string; email: string };
+
+  beforeAll(async () => {
+    gateway = await startTestGateway({ env: { NODE_ENV: 'production', LOG_LEVEL: 'silent', CORS_ALLOWED_ORIGINS: ALLOWED_ORIGIN } });
+    expect(gateway.config.env).toBe('production');
+    expect(gateway.config.graphql.introspection).toBe(false);
+    expect(gateway.config.graphql.graphiql).toBe(false);
+    user = await userWithQuota(gateway, await adminToken(gateway), 1_000);
+  });
+  afterAll(() => gateway.stop());
+
+  it.each([
+    ['__schema', '{ __schema { types { name } } }'],
+    ['__type', '{ __type(name: "User") { fields { name } } }'],
+    ['the full introspection query', getIntrospectionQuery()],
+    ['__schema hidden in a fragment', '{ ...F } fragment F on Query { __schema { queryType { name } } }'],
+  ])('introspection (%s) over HTTP → BAD_USER_INPUT, no schema in the answer', async (_label, query) => {
+    for (const token of [undefined, user.token]) {
+      const { status, body } = await post(gateway, query, undefined, { token });
+      expect(status).toBe(400);
+      expect(body.data ?? null).toBeNull();
+      expectErrors(body, 'BAD_USER_INPUT');
+      expect(messages(body)).toMatch(/introspection/i);
+      expect(JSON.stringify(body)).not.toMatch(/UsageRecord|QuotaUsage|"types"/);
+      expectNoStacktrace(JSON.stringify(body));
+    }
+    await expectStillServing(gateway);
+  });
+
+  it('introspection over the WebSocket → BAD_USER_INPUT too', async () => {
+    const socket = new RawSocket(gateway.server.wsUrl);
+    try {
+      expect(await socket.init(`Bearer ${user.token}`)).toBe(true);
+      const errors = expectWsErrors(await socket.run('i', '{ __schema { types { name } } }'), 'BAD_USER_INPUT');
+      expect(errors.map((error) => error.message).join()).toMatch(/introspection/i);
+    } finally {
+      socket.close();
+    }
+  });
+
+  it('__typename is not introspection: still answered', async () => {
+    const { body } = await post(gateway, '{ __typename serverInfo { __typename } }');
+    expect(body).toEqual({ data: { __typename: 'Query', serverInfo: { __typename: 'ServerInfo' } } });
+  });
+
+  it('GraphiQL is not served: a browser GET /graphql gets no HTML page', async () => {
+    const response = await rawRequest(gateway.server.url, { headers: { accept: 'text/html,application/xhtml+xml,*/*;q=0.8' } });
+    expect(response.status).toBeGreaterThanOrEqual(400);
+    expect(response.status).toBeLessThan(500);
+    expect(String(response.headers['content-type'])).not.toMatch(/html/);
+    expect(response.text).not.toMatch(/<html|graphiql/i);
+    await expectStillServing(gateway);
+  });
+
+  it.each([
+    ['an unknown field', '{ serverInf { version } }', 'serverInfo'],
+    ['an unknown subfield', '{ serverInfo { versio } }', 'version'],
+    ['an unknown enum value', '{ usageSummary(groupBy: DA) { key } }', 'DAY'],
+    ['an unknown input field', 'mutation { chat(input: { mesages: [] }) { id } }', 'messages'],
+    ['an unknown argument', '{ users(serch: "x") { totalCount } }', 'search'],
+  ])('%s: BAD_USER_INPUT with no "Did you mean", no stack trace', async (_label, query, suggestion) => {
+    const { body } = await post(gateway, query, undefined, { token: user.token });
+    expectErrors(body, 'BAD_USER_INPUT');
+    const text = JSON.stringify(body);
+    expect(text).not.toMatch(/Did you mean/i);
+    expect(text).not.toContain(`"${suggestion}"`);
+    expectNoStacktrace(text);
+  });
+
+  it('a variable with an unknown input field: BAD_USER_INPUT with no suggestion over HTTP; an unknown field none over the socket', async () => {
+    const { body } = await post(gateway, 'mutation($input: ChatInput!) { chat(input: $input) { id } }', { input: { mesages: [{ role: 'USER', content: 'hi' }] } }, { token: user.token });
+    expectErrors(body, 'BAD_USER_INPUT');
+    expect(JSON.stringify(body)).not.toMatch(/Did you mean/i);
+    const socket = new RawSocket(gateway.server.wsUrl);
+    try {
+      expect(await socket.init(`Bearer ${user.token}`)).toBe(true);
+      const errors = expectWsErrors(await socket.run('v', '{ serverInf { version } }'), 'BAD_USER_INPUT');
+      expect(JSON.stringify(errors)).not.toMatch(/Did you mean/i);
+    } finally {
+      socket.close();
+    }
+  });
+
+  // KNOWN BUG, reported, not fixed here (src/server.ts): the socket's onSubscribe checks the
+  // document but not the operation name or the variables, so graphql-js refuses those inside
+  // execute with errors that carry no code, and formatGatewayError makes them
+  // INTERNAL_SERVER_ERROR ("Internal server error.", logged as unexpected). The fix is
+  // DocumentCache.prepare (src/graphql/validation.ts, tested in validation.test.ts) called in
+  // onSubscribe instead of DocumentCache.get. When that lands this test passes: drop `.failing`.
+  it.failing('bad variables or operation names over the socket → BAD_USER_INPUT, not INTERNAL_SERVER_ERROR', async () => {
+    const socket = new RawSocket(gateway.server.wsUrl);
+    try {
+      expect(await socket.init(`Bearer ${user.token}`)).toBe(true);
+      const variableErrors = expectWsErrors(await socket.run('w', 'mutation($input: ChatInput!) { chat(input: $input) { id } }', { input: { mesages: [] } }), 'BAD_USER_INPUT');
+      expect(JSON.stringify(variableErrors)).not.toMatch(/Did you mean/i);
+      expectWsErrors(await socket.run('x', 'mutation($input: ChatInput!) { chat(input: $input) { id } }', { input: { messages: [{ role: 'USER', content: 'hi' }], maxTokens: 2_147_483_648 } }), 'BAD_USER_INPUT');
+      expectWsErrors(await socket.run('y', 'query A { serverInfo { version } } query B { serverInfo { version } }'), 'BAD_USER_INPUT');
+    } finally {
+      socket.close();
+    }
+  });
+
+  it('a database failure → INTERNAL_SERVER_ERROR with no SQL, table name or stack trace; the next request is served', async () => {
+    await sql(gateway.databaseUrl, 'alter table api_keys rename to api_keys_hidden');
+    try {
+      const { body } = await post(gateway, SecurityApiKeysDocument, {}, { token: user.token });
+      expect(body.data ?? null).toBeNull();
+      const [error] = expectErrors(body, 'INTERNAL_SERVER_ERROR');
+      expect(error.message).toBe('Internal server error.');
+      const text = JSON.stringify(body);
+      expect(text).not.toMatch(/api_keys|relation|select|postgres|sql/i);
+      expectNoStacktrace(text);
+      expect(Object.keys(error.extensions ?? {})).toEqual(['code']);
+    } finally {
+      await sql(gateway.databaseUrl, 'alter table api_keys_hidden rename to api_keys');
+    }
+    const { body } = await post(gateway, SecurityApiKeysDocument, {}, { token: user.token });
+    expect(body.errors).toBeUndefined();
+    await expectStillServing(gateway);
+  });
+
+  it('CORS: the preflight of the configured origin → 204 with its Access-Control-Allow-Origin', async () => {
+    const response = await rawRequest(gateway.server.url, {
+      method: 'OPTIONS',
+      headers: { origin: ALLOWED_ORIGIN, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type, authorization' },
+    });
+    expect(response.status).toBe(204);
+    expect(response.headers['access-control-allow-origin']).toBe(ALLOWED_ORIGIN);
+    expect(String(response.headers['access-control-allow-headers'])).toMatch(/authorization/);
+    expect(String(response.headers.vary)).toMatch(/Origin/);
+    const post1 = await rawRequest(gateway.server.url, {
+      headers: { origin: ALLOWED_ORIGIN, 'content-type': 'application/json' },
+      body: JSON.stringify({ query: print(SecurityServerInfoDocument) }),
+    });
+    expect(post1.status).toBe(200);
+    expect(post1.headers['access-control-allow-origin']).toBe(ALLOWED_ORIGIN);
+  });
+
+  it.each([
+    ['another origin', OTHER_ORIGIN],
+    ['the allowed origin with another port', `${ALLOWED_ORIGIN}:8443`],
+    ['the allowed origin over http', ALLOWED_ORIGIN.replace('https:', 'http:')],
+    ['a suffix of the allowed origin', `${ALLOWED_ORIGIN}.evil.test`],
+    ['null', 'null'],
+  ])('CORS: %s gets no 204 preflight and no Access-Control-Allow-Origin', async (_label, origin) => {
+    const preflight = await rawRequest(gateway.server.url, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST' } });
+    expect(preflight.status).not.toBe(204);
+    expect(preflight.headers['access-control-allow-origin']).toBeUndefined();
+    const response = await rawRequest(gateway.server.url, {
+      headers: { origin, 'content-type': 'application/json' },
+      body: JSON.stringify({ query: print(SecurityServerInfoDocument) }),
+    });
+    expect(response.headers['access-control-allow-origin']).toBeUndefined();
+    expect(response.headers['access-control-allow-credentials']).toBeUndefined();
+  });
+
+  it('the OpenAI-compatible endpoint hides internals too: an unknown route is a plain 404', async () => {
+    const response = await rawRequest(`${gateway.server.origin}/v1/../../etc/passwd`);
+    expect(response.status).toBe(404);
+    expectNoStacktrace(response.text);
+  });
+});
+
+describe('defaults outside production (no CORS_ALLOWED_ORIGINS)', () => {
+  let gateway: TestGateway;
+
+  beforeAll(async () => {
+    gateway = await startTestGateway();
+  });
+  afterAll(() => gateway.stop());
+
+  it('CORS is off: an Origin gets no Access-Control-Allow-Origin, and its preflight no 204', async () => {
+    expect(gateway.config.http.corsOrigins).toEqual([]);
+    for (const origin of [OTHER_ORIGIN, ALLOWED_ORIGIN, gateway.server.origin]) {
+      const response = await rawRequest(gateway.server.url, {
+        headers: { origin, 'content-type': 'application/json' },
+        body: JSON.stringify({ query: print(SecurityServerInfoDocument) }),
+      });
+      expect(response.status).toBe(200);
+      expect(response.headers['access-control-allow-origin']).toBeUndefined();
+      const preflight = await rawRequest(gateway.server.url, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST' } });
+      expect(preflight.status).not.toBe(204);
+      expect(preflight.headers['access-control-allow-origin']).toBeUndefined();
+      expect(preflight.headers['access-control-allow-methods']).toBeUndefined();
+    }
+    await expectStillServing(gateway);
+  });
+
+  function expectPageHeaders(response: RawResponse): void {
+    const policy = csp(response);
+    const scripts = policy.get('script-src') ?? policy.get('default-src') ?? [];
+    expect(scripts.length).toBeGreaterThan(0);
+    expect(scripts).not.toContain("'unsafe-inline'");
+    expect(scripts).not.toContain("'unsafe-eval'");
+    expect(scripts).not.toContain('*');
+    expect(policy.get('object-src')).toEqual(["'none'"]);
+    expect(policy.get('frame-ancestors')).toEqual(["'none'"]);
+    expect(response.headers['x-content-type-options']).toBe('nosniff');
+    expect(response.headers['referrer-policy']).toEqual(expect.stringMatching(/no-referrer|same-origin|strict-origin/));
+  }
+
+  it('GraphiQL (GET /graphql from a browser): CSP without inline script, nosniff, referrer-policy', async () => {
+    const response = await rawRequest(gateway.server.url, { headers: { accept: 'text/html' } });
+    expect(response.status).toBe(200);
+    expect(String(response.headers['content-type'])).toMatch(/^text\/html/);
+    expectPageHeaders(response);
+    // No inline script for the CSP to have to allow.
+    expect(response.text).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/i);
+  });
+
+  it('the usage page (GET /usage): CSP without inline script, nosniff, referrer-policy', async () => {
+    const response = await rawRequest(`${gateway.server.origin}/usage`, { headers: { accept: 'text/html' } });
+    // 404 when the page was not built (npm run build); the headers are the same either way.
+    expect([200, 404]).toContain(response.status);
+    expectPageHeaders(response);
+    if (response.status === 200) expect(response.text).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/i);
+  });
+
+  it('every response carries nosniff and an x-request-id, JSON answers included', async () => {
+    for (const response of [
+      await rawRequest(gateway.server.url, { headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: print(SecurityServerInfoDocument) }) }),
+      await rawRequest(`${gateway.server.origin}/nowhere`),
+      await rawRequest(gateway.server.url, { headers: { 'content-type': 'application/json' }, body: '{' }),
+    ]) {
+      expect(response.headers['x-content-type-options']).toBe('nosniff');
+      expect(response.headers['x-request-id']).toEqual(expect.stringMatching(/^[\w.-]{8,64}$/));
+    }
+  });
+
+  it('x-request-id: a well-formed one is echoed, a hostile one replaced', async () => {
+    const body = JSON.stringify({ query: print(SecurityServerInfoDocument) });
+    const echoed = await rawRequest(gateway.server.url, { headers: { 'content-type': 'application/json', 'x-request-id': 'client-req-12345' }, body });
+    expect(echoed.headers['x-request-id']).toBe('client-req-12345');
+    for (const hostile of ['short', 'a'.repeat(65), '<script>alert(1)</script>', 'id"}\u0020{"level":"fatal', '../../etc/passwd']) {
+      const response = await rawRequest(gateway.server.url, { headers: { 'content-type': 'application/json', 'x-request-id': hostile }, body });
+      expect(response.status).toBe(200);
+      expect(response.headers['x-request-id']).not.toBe(hostile);
+      expect(response.headers['x-request-id']).toEqual(expect.stringMatching(/^[0-9a-f-]{36}$/));
+    }
+  });
+});
