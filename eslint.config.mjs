@@ -17,6 +17,10 @@ export default tseslint.config(
     },
   },
   {
+    files: ['jest.config.js'],
+    languageOptions: { sourceType: 'commonjs', globals: { module: 'writable' } },
+  },
+  {
     files: ['src/config.ts', 'test/**/*.ts', 'bench/**/*.ts', 'codegen.ts'],
     rules: { 'no-restricted-properties': 'off' },
   },

@@ -7,7 +7,7 @@ import { ApolloServer, HeaderMap, type ApolloServerPlugin } from '@apollo/server
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { MikroORM } from '@mikro-orm/postgresql';
-import type { GraphQLError, GraphQLFormattedError } from 'graphql';
+import { execute, subscribe, type GraphQLError, type GraphQLFormattedError } from 'graphql';
 import { useServer } from 'graphql-ws/use/ws';
 import { Client as PgClient } from 'pg';
 import { WebSocketServer } from 'ws';
@@ -25,7 +25,7 @@ import { systemClock, type Clock } from './clock';
 import { startSimulator, type Simulator } from './simulator';
 import type { Viewer } from './auth/viewer';
 import { CHANNELS, PgNotifications } from './db/notifications';
-import { UnauthenticatedError } from './errors';
+import { RateLimitedError, UnauthenticatedError } from './errors';
 import { DocumentCache, extraValidationRules, parseOptions } from './graphql/validation';
 import { CLOSE_CREDENTIALS_REVOKED, CLOSE_TOO_MANY_CONNECTIONS, SocketRegistry } from './server/sockets';
 import { PgUsageBus } from './usage/usage-bus';
@@ -220,18 +220,22 @@ export async function createServer(config: Config, options: ServerOptions = {}):
           return true;
         },
         onSubscribe: async (ctx, _id, payload) => {
+          // graphql-ws registers the id before this runs, hence `>`.
+          if (Object.keys(ctx.subscriptions).length > config.ws.maxSubscriptionsPerSocket) {
+            return [new RateLimitedError(`At most ${config.ws.maxSubscriptionsPerSocket} operations at once on one connection.`, 1)];
+          }
           const viewer = sockets.viewerOf(ctx.extra.socket);
           const state = viewer === undefined ? null : await services.auth.currentState(viewer);
           if (viewer === undefined || state === null) {
             ctx.extra.socket.close(CLOSE_CREDENTIALS_REVOKED, 'Credentials revoked');
             return [new UnauthenticatedError('The credentials of this connection are no longer valid.')];
           }
-          const parsed = documents.get(payload.query);
+          const parsed = documents.prepare(payload.query, payload.operationName, payload.variables);
           if (parsed.errors !== null) return parsed.errors;
           const requestId = randomUUID();
           const contextValue: GraphQLContext = {
             requestId,
-            log: log.child({ requestId }),
+            log,
             em: orm.em.fork(),
             services,
             authorization: typeof ctx.connectionParams?.authorization === 'string' ? ctx.connectionParams.authorization : null,
@@ -247,12 +251,34 @@ export async function createServer(config: Config, options: ServerOptions = {}):
             contextValue,
           };
         },
+        // Log lines written while an operation runs carry its request id, as on HTTP.
+        execute: (args) => requestScope.run({ requestId: (args.contextValue as GraphQLContext).requestId }, () => execute(args)),
+        subscribe: (args) => requestScope.run({ requestId: (args.contextValue as GraphQLContext).requestId }, () => subscribe(args)),
+        // A subscription's events are produced when graphql-ws pulls them, outside that scope.
+        onOperation: (_ctx, _id, _payload, args, result) => {
+          if (!(Symbol.asyncIterator in result)) return result;
+          const scope = { requestId: (args.contextValue as GraphQLContext).requestId };
+          const iterator = result[Symbol.asyncIterator]();
+          const scoped: AsyncIterableIterator<unknown> = {
+            [Symbol.asyncIterator]: () => scoped,
+            next: () => requestScope.run(scope, () => iterator.next()),
+            return: (value?: unknown) => requestScope.run(scope, async () => (await iterator.return?.(value)) ?? { done: true, value }),
+            throw: (error?: unknown) => requestScope.run(scope, async () => (await iterator.throw?.(error)) ?? { done: true, value: undefined }),
+          };
+          return scoped as typeof result;
+        },
         onNext: (_ctx, _id, _payload, _args, result) =>
           result.errors === undefined ? result : { ...result, errors: formatErrors(result.errors) },
         onError: (_ctx, _id, _payload, errors) => formatErrors(errors),
       },
       wsServer,
     );
+    // graphql-ws prints a stack to stderr for every protocol error (an oversized frame, say),
+    // which any client can trigger: note it in the log instead.
+    wsServer.on('connection', (socket) => {
+      socket.removeAllListeners('error');
+      socket.on('error', (error: NodeJS.ErrnoException) => log.info({ code: error.code }, 'WebSocket protocol error'));
+    });
 
     const apollo = new ApolloServer<GraphQLContext>({
       schema,

@@ -134,6 +134,8 @@ export class ChatService {
    */
   async reserve(em: EntityManager, viewer: Viewer, request: ChatRequest, iface: ChatInterface): Promise<MeteredChat> {
     this.validateShape(request);
+    // Before the prompt is counted: a user over the limit must not keep the tokenizer busy either.
+    await this.rateLimiter.admit(em, viewer.userId);
     const model = await this.resolveModel(request.model);
     if (request.maxTokens !== null && request.maxTokens > model.maxModelLen) {
       throw new BadUserInputError(`maxTokens must be at most ${model.maxModelLen} for ${model.id}.`, 'maxTokens');
@@ -158,7 +160,6 @@ export class ChatService {
         'maxTokens',
       );
     }
-    await this.rateLimiter.admit(em, viewer.userId);
     const requestId = randomUUID();
     const reservation = await this.quota.reserve(em, {
       requestId,
@@ -168,6 +169,12 @@ export class ChatService {
       maxTokens: request.maxTokens,
       modelCompletionLimit: completionLimit,
     });
+    try {
+      await this.rateLimiter.holdTokens(em, viewer.userId, reservation.amount);
+    } catch (error) {
+      await this.quota.release(em, reservation);
+      throw error;
+    }
     const params: UpstreamChatParams = {
       model: model.id,
       messages,
@@ -376,7 +383,6 @@ export class ChatService {
       latencyMs: performance.now() - metered.startedAt,
     });
     if (settled.charged) {
-      await this.rateLimiter.record(em, metered.viewer.userId, settled.chargedTokens);
       this.usageBus.publish({
         requestId: metered.requestId,
         userId: metered.viewer.userId,
@@ -389,11 +395,17 @@ export class ChatService {
         at: settled.at,
       });
     }
+    // The minute's token count held the whole reservation; it keeps what was charged. The
+    // charge is committed and announced already: a failure here must not undo either.
+    await this.rateLimiter
+      .adjust(em, metered.viewer.userId, settled.chargedTokens - metered.reservation.amount)
+      .catch((error: unknown) => this.log.warn({ err: error }, 'could not adjust the rate window'));
     return settled;
   }
 
   async releaseMetered(em: EntityManager, metered: MeteredChat): Promise<void> {
     await this.quota.release(em, metered.reservation);
+    await this.rateLimiter.adjust(em, metered.viewer.userId, -metered.reservation.amount);
   }
 
   private upstreamBody(metered: MeteredChat): Omit<ChatCompletionCreateParamsBase, 'stream' | 'stream_options'> {

@@ -97,8 +97,19 @@ export class PgNotifications {
     };
     client.on('error', lost);
     client.on('end', () => lost());
-    await client.connect();
-    for (const channel of Object.values(CHANNELS)) await client.query(`listen ${channel}`);
+    try {
+      await client.connect();
+      for (const channel of Object.values(CHANNELS)) await client.query(`listen ${channel}`);
+    } catch (error) {
+      // A connection that got this far must not stay open beside the next attempt's.
+      await client.end().catch(() => undefined);
+      throw error;
+    }
+    if (this.stopped) {
+      // stop() ran while this reconnection was under way: nobody would ever close it.
+      await client.end().catch(() => undefined);
+      return;
+    }
     this.client = client;
   }
 
@@ -108,6 +119,7 @@ export class PgNotifications {
       this.reconnectTimer = null;
       this.connect().then(
         () => {
+          if (this.stopped) return;
           const gapMs = this.lostAt === null ? 0 : Date.now() - this.lostAt;
           this.log.warn({ gapMs }, 'notification connection back; events settled during the gap were not pushed live');
           this.lostAt = null;

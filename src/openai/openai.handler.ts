@@ -50,6 +50,9 @@ const HANDLED_PARAMETERS = new Set([
   'n',
 ]);
 
+/** GraphQL argument names → OpenAI request fields, for error messages and `param`. */
+const OPENAI_PARAMETER_OF: Record<string, string> = { maxTokens: 'max_tokens', topP: 'top_p' };
+
 const ROLES = new Set(['system', 'user', 'assistant', 'developer']);
 
 interface OpenAIErrorBody {
@@ -163,8 +166,9 @@ export function toOpenAIError(error: unknown, retryAfterSeconds: number | null):
     case 'FORBIDDEN':
       return new OpenAIHttpError(403, { error: { message, type: 'permission_error', param: null, code: null } });
     case 'BAD_USER_INPUT': {
-      const field = typeof extensions.field === 'string' ? extensions.field : null;
-      return invalid(message, field);
+      // The chat service names GraphQL's arguments; an OpenAI client knows them by their REST names.
+      const field = typeof extensions.field === 'string' ? (OPENAI_PARAMETER_OF[extensions.field] ?? extensions.field) : null;
+      return invalid(field === null ? message : message.replace(/^\w+\b/, (word) => OPENAI_PARAMETER_OF[word] ?? word), field);
     }
     case 'QUOTA_EXCEEDED':
       return new OpenAIHttpError(
@@ -210,7 +214,7 @@ export class OpenAICompatibleEndpoint {
         sendJson(res, 200, {
           object: 'list',
           data: models.map((model) => ({ id: model.id, object: 'model', created: 0, owned_by: model.ownedBy, max_model_len: model.maxModelLen })),
-        }, { 'x-request-id': requestId });
+        });
         return true;
       }
       if (req.method !== 'POST') throw new OpenAIHttpError(405, { error: { message: 'Use POST.', type: 'invalid_request_error', param: null, code: null } });
@@ -226,10 +230,10 @@ export class OpenAICompatibleEndpoint {
       const parsed = parseChatRequest(body);
       const metered = await this.services.chat.reserve(em, viewer, parsed.request, 'openai');
       try {
-        if (parsed.stream) await this.stream(res, em, metered, parsed, requestId);
+        if (parsed.stream) await this.stream(res, em, metered, parsed);
         else {
           const { response } = await this.services.chat.completeRaw(em, metered);
-          sendJson(res, 200, response, { 'x-request-id': metered.requestId });
+          sendJson(res, 200, response, { 'x-usage-request-id': metered.requestId });
         }
       } finally {
         await metered.release(em);
@@ -244,7 +248,7 @@ export class OpenAICompatibleEndpoint {
         // The stream had started: report in-band, as vLLM does.
         res.end(`data: ${JSON.stringify(mapped.body)}\n\ndata: [DONE]\n\n`);
       } else {
-        sendJson(res, mapped.status, mapped.body, { ...mapped.headers, 'x-request-id': requestId });
+        sendJson(res, mapped.status, mapped.body, mapped.headers);
       }
     }
     return true;
@@ -255,7 +259,6 @@ export class OpenAICompatibleEndpoint {
     em: EntityManager,
     metered: MeteredChat,
     parsed: ParsedChatRequest,
-    requestId: string,
   ): Promise<void> {
     const clientGone = new AbortController();
     // The upstream is aborted at once and what was generated so far is charged.
@@ -275,7 +278,7 @@ export class OpenAICompatibleEndpoint {
             'content-type': 'text/event-stream; charset=utf-8',
             'cache-control': 'no-cache',
             connection: 'keep-alive',
-            'x-request-id': metered.requestId,
+            'x-usage-request-id': metered.requestId,
           });
           started = true;
         }
@@ -284,7 +287,7 @@ export class OpenAICompatibleEndpoint {
       }
       if (!clientGone.signal.aborted) {
         if (!started) {
-          res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', 'x-request-id': requestId });
+          res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
         }
         res.end('data: [DONE]\n\n');
       }

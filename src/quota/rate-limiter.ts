@@ -35,14 +35,33 @@ export class RateLimiter {
     }
   }
 
-  /** Adds a settled request's tokens to the current minute. */
-  async record(em: EntityManager, userId: string, tokens: number): Promise<void> {
-    if (!this.enabled || tokens <= 0) return;
-    await query(
+  /**
+   * Holds a reservation's tokens in the current minute, so requests in flight count against
+   * the tokens-per-minute limit too; refuses when the minute's tokens were already spent.
+   */
+  async holdTokens(em: EntityManager, userId: string, tokens: number): Promise<void> {
+    if (this.limits.tokensPerMinute <= 0) return;
+    const row = await queryOne<{ before: string; seconds_left: string }>(
       em,
       `insert into rate_windows (user_id, window_start, tokens) values (?, date_trunc('minute', now()), ?)
-       on conflict (user_id, window_start) do update set tokens = rate_windows.tokens + excluded.tokens`,
-      [userId, tokens],
+       on conflict (user_id, window_start) do update set tokens = rate_windows.tokens + excluded.tokens
+       returning tokens - ? as before, extract(epoch from (window_start + interval '1 minute' - now())) as seconds_left`,
+      [userId, tokens, tokens],
+    );
+    if (row !== undefined && Number(row.before) >= this.limits.tokensPerMinute) {
+      await this.adjust(em, userId, -tokens);
+      throw new RateLimitedError(`At most ${this.limits.tokensPerMinute} tokens per minute.`, Math.max(1, Math.ceil(Number(row.seconds_left))));
+    }
+  }
+
+  /** Corrects the current minute's tokens once a request's real charge is known (or released). */
+  async adjust(em: EntityManager, userId: string, delta: number): Promise<void> {
+    if (this.limits.tokensPerMinute <= 0 || delta === 0) return;
+    await query(
+      em,
+      `insert into rate_windows (user_id, window_start, tokens) values (?, date_trunc('minute', now()), greatest(?::bigint, 0))
+       on conflict (user_id, window_start) do update set tokens = greatest(rate_windows.tokens + ?::bigint, 0)`,
+      [userId, delta, delta],
     );
   }
 

@@ -31,7 +31,7 @@ interface RecordRow {
   usage_source: string;
   status: string;
   latency_ms: number;
-  created_at: Date;
+  /** created_at at UTC with microseconds: the cursor's time, and createdAt once parsed. */
   cursor_time: string;
 }
 
@@ -105,7 +105,7 @@ export class UsageService {
     const rows = await query<RecordRow>(
       em,
       `select id::text as id, request_id, user_id, model, interface, prompt_tokens, completion_tokens, total_tokens, charged_tokens,
-              usage_source, status, latency_ms, created_at,
+              usage_source, status, latency_ms,
               to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_time
          from usage_records where ${where}
         order by created_at desc, id desc
@@ -209,6 +209,8 @@ function toRecord(row: RecordRow): UsageRecord {
     estimated: row.usage_source === 'estimated',
     status: row.status,
     latencyMs: row.latency_ms,
-    createdAt: row.created_at,
+    // Not created_at itself: MikroORM has pg return timestamptz as text in the session's
+    // format ("2026-03-01 22:50:00.123+00"), which the DateTime scalar refuses.
+    createdAt: new Date(row.cursor_time),
   };
 }

@@ -50,7 +50,9 @@ describe('the live usage page at /usage, in Chromium', () => {
     await page
       .waitForFunction(
         ([sel, source, flags]) => {
-          const text = document.querySelector(sel)?.textContent ?? '';
+          // Runs in the page; the test's own TypeScript program has no DOM types.
+          const page = globalThis as unknown as { document: { querySelector(selector: string): { textContent: string | null } | null } };
+          const text = page.document.querySelector(sel)?.textContent ?? '';
           return flags === null ? text === source : new RegExp(source, flags).test(text);
         },
         typeof expected === 'string' ? ([selector, expected, null] as const) : ([selector, expected.source, expected.flags] as const),

@@ -65,7 +65,7 @@ describe('OpenAI-compatible endpoint through the official SDK', () => {
     const rows = await records(gateway, user.id);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({
-      request_id: response.headers.get('x-request-id'),
+      request_id: response.headers.get('x-usage-request-id'),
       api_key_id: key.id,
       model: MODEL,
       interface: 'openai',
@@ -247,7 +247,7 @@ describe('OpenAI-compatible endpoint through the official SDK', () => {
     const event = outcome.events[0].usageUpdated;
     const used = await usedOf(gateway, user.token);
     expect(event).toMatchObject({
-      requestId: response.headers.get('x-request-id'),
+      requestId: response.headers.get('x-usage-request-id'),
       userId: user.id,
       model: MODEL,
       promptTokens: completion.usage?.prompt_tokens,

@@ -116,7 +116,7 @@ describe('production mode (NODE_ENV=production, CORS_ALLOWED_ORIGINS set)', () =
   // INTERNAL_SERVER_ERROR ("Internal server error.", logged as unexpected). The fix is
   // DocumentCache.prepare (src/graphql/validation.ts, tested in validation.test.ts) called in
   // onSubscribe instead of DocumentCache.get. When that lands this test passes: drop `.failing`.
-  it.failing('bad variables or operation names over the socket → BAD_USER_INPUT, not INTERNAL_SERVER_ERROR', async () => {
+  it('bad variables or operation names over the socket → BAD_USER_INPUT, not INTERNAL_SERVER_ERROR', async () => {
     const socket = new RawSocket(gateway.server.wsUrl);
     try {
       expect(await socket.init(`Bearer ${user.token}`)).toBe(true);

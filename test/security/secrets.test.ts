@@ -249,7 +249,7 @@ describe('secrets and request ids in logs and answers', () => {
   // /v1/chat/completions answers with x-request-id = the metering id (usage record and
   // UsageEvent requestId), while its log lines carry the HTTP request id. Drop `.failing`
   // once the two agree.
-  it.failing('the OpenAI-compatible chat: its log lines carry the requestId its response echoes', () => {
+  it('the OpenAI-compatible chat: its log lines carry the requestId its response echoes', () => {
     const window = windows.find((entry) => entry.what === 'chat (OpenAI-compatible, API key)');
     expect(window).toBeDefined();
     for (const line of window?.lines ?? []) expect(line.requestId).toBe(window?.requestId);
@@ -258,7 +258,7 @@ describe('secrets and request ids in logs and answers', () => {
   // KNOWN GAP, reported, not fixed here (src/server.ts): socket operations run outside
   // requestScope, so lines logged by the services while serving one (here ChatService's
   // "upstream refused a request") carry no requestId. Drop `.failing` once they do.
-  it.failing('lines logged while serving a socket operation carry a requestId', () => {
+  it('lines logged while serving a socket operation carry a requestId', () => {
     const lines = gateway.logs.raw.slice(socketStart, socketEnd).map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(lines.map((line) => line.msg)).toContain('upstream refused a request');
     for (const line of lines) expect(line.requestId).toEqual(expect.any(String));
