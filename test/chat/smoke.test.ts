@@ -2,24 +2,39 @@ import { ChatDocument, ChatStreamDocument, ModelsDocument, MyUsageDocument } fro
 import { startTestGateway, type TestGateway } from '../helpers/server';
 import { adminToken, collect, userWithQuota } from './support';
 
-describe('chat smoke', () => {
+describe('chat, end to end', () => {
   let gateway: TestGateway;
   beforeAll(async () => {
     gateway = await startTestGateway();
   });
   afterAll(() => gateway.stop());
 
-  it('chats, streams and moves usage', async () => {
+  it('lists models, answers chat and chatStream, and moves me.usage by what each reported', async () => {
     const admin = await adminToken(gateway);
     const user = await userWithQuota(gateway, admin, 10_000);
     const models = await gateway.gql(ModelsDocument, {}, user.token);
-    expect(models.data?.models[0].id).toBe('sim-llama-3-8b');
+    expect(models.data?.models.map((model) => model.id)).toEqual(['sim-llama-3-8b']);
+
     const chat = await gateway.gql(ChatDocument, { input: { messages: [{ role: 'USER', content: 'Hello there, how are you?' }] } }, user.token);
     expect(chat.errors).toBeUndefined();
-    console.log(JSON.stringify(chat.data));
-    const stream = await collect(gateway.ws(user.token), ChatStreamDocument, { input: { messages: [{ role: 'USER', content: 'Stream please' }], maxTokens: 5 } });
-    console.log(JSON.stringify(stream));
+    expect(chat.data?.chat.content.length).toBeGreaterThan(0);
+    const chatTotal = chat.data?.chat.usage.totalTokens ?? 0;
+
+    const stream = await collect(gateway.ws(user.token), ChatStreamDocument, {
+      input: { messages: [{ role: 'USER', content: 'Stream please' }], maxTokens: 5 },
+    });
+    expect(stream.error).toBeNull();
+    const chunks = stream.events.map((event) => event.chatStream);
+    expect(chunks.slice(0, -1).every((chunk) => chunk.usage === null && chunk.delta !== '')).toBe(true);
+    const last = chunks.at(-1);
+    expect(last?.finishReason).toBe('length');
+    expect(last?.usage?.completionTokens).toBe(5);
+
     const usage = await gateway.gql(MyUsageDocument, {}, user.token);
-    console.log(JSON.stringify(usage.data));
+    expect(usage.data?.me.usage).toMatchObject({
+      used: chatTotal + (last?.usage?.totalTokens ?? 0),
+      limit: 10_000,
+      reserved: 0,
+    });
   });
 });
