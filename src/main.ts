@@ -37,13 +37,16 @@ async function main(): Promise<void> {
     );
   }
 
-  let stopping = false;
+  let stoppingSince: number | null = null;
   const stop = (signal: NodeJS.Signals): void => {
-    if (stopping) {
+    if (stoppingSince !== null) {
+      // Ctrl-C under `npm start` arrives twice at once (from the terminal and forwarded by
+      // npm); only a later, deliberate second signal skips the drain.
+      if (Date.now() - stoppingSince < 2000) return;
       log.warn({ signal }, 'second signal: exiting without waiting');
       process.exit(1);
     }
-    stopping = true;
+    stoppingSince = Date.now();
     log.info({ signal }, 'stopping: draining in-flight requests');
     running.stop().then(
       () => {

@@ -104,13 +104,15 @@ export function formatGatewayError(formatted: GraphQLFormattedError, config: Con
 
 export async function createServer(config: Config, options: ServerOptions = {}): Promise<GatewayServer> {
   const log = options.log ?? createLogger(config);
-  const cleanups: (() => Promise<void>)[] = [];
+  /** What to undo on stop, in reverse order of starting, each named for the log. */
+  const cleanups: [string, () => Promise<void>][] = [];
   const runCleanups = async (): Promise<void> => {
-    for (const cleanup of cleanups.splice(0).reverse()) {
+    for (const [name, cleanup] of cleanups.splice(0).reverse()) {
+      log.debug({ step: name }, 'stopping');
       try {
         await cleanup();
       } catch (error) {
-        log.error({ err: error }, 'error while stopping');
+        log.error({ err: error, step: name }, 'error while stopping');
       }
     }
   };
@@ -119,15 +121,15 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     let databaseUrl = config.databaseUrl;
     if (databaseUrl === null) {
       const embedded: EmbeddedDatabase = await startEmbeddedPostgres(config.dataDir, log);
-      cleanups.push(() => embedded.stop());
+      cleanups.push(['embedded PostgreSQL', () => embedded.stop()]);
       databaseUrl = embedded.url;
     }
 
     const orm = await MikroORM.init(ormOptions(databaseUrl));
-    cleanups.push(() => orm.close(true));
+    cleanups.push(['database pool', () => orm.close(true)]);
     // Instances starting together on one database take turns to migrate and bootstrap.
     const startLock = await takeStartLock(databaseUrl);
-    cleanups.push(() => startLock.release());
+    cleanups.push(['start lock', () => startLock.release()]);
     try {
       if (config.migrateOnStart) {
         const applied = await orm.getMigrator().up();
@@ -141,12 +143,12 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     const upstream = await resolveUpstream(config, log);
     if (upstream.simulator !== null) {
       const running = upstream.simulator;
-      cleanups.push(() => running.stop());
+      cleanups.push(['simulator', () => running.stop()]);
     }
 
     const notifications = new PgNotifications(databaseUrl, log);
     await notifications.start();
-    cleanups.push(() => notifications.stop());
+    cleanups.push(['notification connection', () => notifications.stop()]);
     const usageBus = new PgUsageBus(notifications, orm, log);
     const services = createServices({
       config,
@@ -162,7 +164,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
         environment: config.env,
       },
     });
-    cleanups.push(() => services.upstream.close());
+    cleanups.push(['upstream connections', () => services.upstream.close()]);
     let bootstrap;
     try {
       bootstrap = await services.users.bootstrapAdmin(orm.em.fork());
@@ -177,14 +179,14 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       services.rateLimiter.forgetOldWindows(orm.em.fork()).catch((error: unknown) => log.error({ err: error }, 'rate window cleanup failed'));
     }, 60_000);
     reaper.unref();
-    cleanups.push(async () => clearInterval(reaper));
+    cleanups.push(['reaper', async () => clearInterval(reaper)]);
 
     const schema = buildExecutableSchema();
     const httpServer = createHttpServer();
     httpServer.keepAliveTimeout = 65_000;
     // Registered before apollo.stop() so that it runs after it (cleanups run in reverse): Apollo's
     // drain lets in-flight requests finish, and only then is whatever is left cut off.
-    cleanups.push(() => closeServer(httpServer));
+    cleanups.push(['HTTP server', () => closeServer(httpServer)]);
 
     const sockets = new SocketRegistry(services.auth, config.ws.maxConnectionsPerUser, log);
     notifications.on(CHANNELS.auth, (payload) => {
@@ -288,6 +290,8 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       parseOptions: parseOptions(config),
       persistedQueries: false,
       allowBatchedHttpRequests: false,
+      // main.ts owns shutdown order; Apollo's own signal handlers would race it.
+      stopOnTerminationSignals: false,
       formatError: (formatted) => formatGatewayError(formatted, config, log),
       validationRules: extraRules,
       plugins: [
@@ -299,7 +303,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       ],
     });
     await apollo.start();
-    cleanups.push(() => apollo.stop());
+    cleanups.push(['GraphQL (draining requests and sockets)', () => apollo.stop()]);
 
     const openai = new OpenAICompatibleEndpoint(services, orm, log);
     // Beside the usage page's assets in dist/public, whether this runs from src (tests) or dist.

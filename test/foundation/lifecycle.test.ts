@@ -179,6 +179,21 @@ function makeDataDirFor(): string {
   return dir;
 }
 
+describe('Ctrl-C under npm start (NODE_ENV=development)', () => {
+  it('survives the doubled SIGINT (terminal + npm), stops the embedded PostgreSQL and exits 0', async () => {
+    const dataDir = makeDataDirFor();
+    const proc = await launch(baseEnv({ NODE_ENV: 'development', LOG_LEVEL: 'info', DATA_DIR: dataDir, VLLM_BASE_URL: simulator.url }));
+    expect((await postGraphQL(proc.url, ServerInfoDocument)).data?.serverInfo.version).toBeDefined();
+    // The terminal signals the whole process group and npm forwards the signal again.
+    proc.child.kill('SIGINT');
+    proc.child.kill('SIGINT');
+    const exit = await within(proc.exited, 15_000, () => `the gateway did not exit after Ctrl-C:\n${proc.stdout()}`);
+    expect(exit.code).toBe(0);
+    expect(exit.stdout).toMatch(/embedded PostgreSQL stopped/);
+    expect(exit.stdout).not.toMatch(/second signal/);
+  });
+});
+
 describe('embedded PostgreSQL under DATA_DIR (no DATABASE_URL)', () => {
   it('starts, refuses a second process on the same DATA_DIR, and keeps data across a restart', async () => {
     const dataDir = makeDataDirFor();
