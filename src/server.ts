@@ -149,7 +149,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     const notifications = new PgNotifications(databaseUrl, log);
     await notifications.start();
     cleanups.push(['notification connection', () => notifications.stop()]);
-    const usageBus = new PgUsageBus(notifications, orm, log);
+    const usageBus = new PgUsageBus(notifications);
     const services = createServices({
       config,
       log,

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import jwt from 'jsonwebtoken';
 import type { Config } from '../config';
 
@@ -28,12 +28,20 @@ export function newApiKey(): { secret: string; prefix: string } {
 
 /** Signs and verifies access tokens: HS256 only, `exp` required, `iss`/`aud`/`typ` checked. */
 export class AccessTokens {
-  constructor(private readonly config: Config['jwt']) {}
+  /**
+   * Made once: given a string, jsonwebtoken first tries to parse it as a public key (which
+   * throws) on every sign and verify, a large share of a request's CPU.
+   */
+  private readonly key: KeyObject;
+
+  constructor(private readonly config: Config['jwt']) {
+    this.key = createSecretKey(Buffer.from(config.secret, 'utf8'));
+  }
 
   sign(userId: string, tokenVersion: number, now: Date = new Date()): { token: string; expiresAt: Date } {
     const issuedAt = Math.floor(now.getTime() / 1000);
     const expiresAtSeconds = issuedAt + this.config.accessTtlSeconds;
-    const token = jwt.sign({ typ: 'access', tv: tokenVersion, iat: issuedAt, exp: expiresAtSeconds }, this.config.secret, {
+    const token = jwt.sign({ typ: 'access', tv: tokenVersion, iat: issuedAt, exp: expiresAtSeconds }, this.key, {
       algorithm: 'HS256',
       issuer: this.config.issuer,
       audience: this.config.audience,
@@ -46,7 +54,7 @@ export class AccessTokens {
   verify(token: string): AccessClaims | null {
     let payload: string | jwt.JwtPayload;
     try {
-      payload = jwt.verify(token, this.config.secret, {
+      payload = jwt.verify(token, this.key, {
         algorithms: ['HS256'],
         issuer: this.config.issuer,
         audience: this.config.audience,

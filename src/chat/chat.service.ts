@@ -373,30 +373,28 @@ export class ChatService {
   ): Promise<SettledUsage> {
     const promptTokens = clampCount(usage.promptTokens);
     const completionTokens = clampCount(usage.completionTokens);
-    const settled = await this.quota.settle(em, metered.reservation, {
-      ...usage,
-      promptTokens,
-      completionTokens,
-      model: metered.params.model,
-      interface: metered.iface,
-      apiKeyId: metered.viewer.apiKeyId,
-      latencyMs: performance.now() - metered.startedAt,
-    });
-    if (settled.charged) {
-      this.usageBus.publish({
+    const settled = await this.quota.settle(
+      em,
+      metered.reservation,
+      {
+        ...usage,
+        promptTokens,
+        completionTokens,
+        model: metered.params.model,
+        interface: metered.iface,
+        apiKeyId: metered.viewer.apiKeyId,
+        latencyMs: performance.now() - metered.startedAt,
+      },
+      this.usageBus.notice({
         requestId: metered.requestId,
         userId: metered.viewer.userId,
         model: metered.params.model,
         promptTokens,
         completionTokens,
-        totalTokens: promptTokens + completionTokens,
-        used: settled.used,
-        remaining: settled.remaining,
-        at: settled.at,
-      });
-    }
+      }),
+    );
     // The minute's token count held the whole reservation; it keeps what was charged. The
-    // charge is committed and announced already: a failure here must not undo either.
+    // charge is committed and announced (by the same statement) already: a failure here must not undo either.
     await this.rateLimiter
       .adjust(em, metered.viewer.userId, settled.chargedTokens - metered.reservation.amount)
       .catch((error: unknown) => this.log.warn({ err: error }, 'could not adjust the rate window'));

@@ -43,6 +43,16 @@ export interface Settlement {
   readonly latencyMs: number;
 }
 
+/**
+ * A NOTIFY sent by the settle statement itself, so the usage record and its event commit
+ * together (or not at all). `payload` is a JSON object; the statement adds `used`, `rem`
+ * (remaining, null when unlimited) and `at`.
+ */
+export interface SettlementNotice {
+  readonly channel: string;
+  readonly payload: string;
+}
+
 export interface SettledUsage {
   /** False when the request had already been settled: nothing was charged again. */
   readonly charged: boolean;
@@ -174,7 +184,7 @@ export class QuotaService {
    * was estimated with tiktoken and came out low), the excess is charged as far as the limit
    * allows, so `used` still never passes it.
    */
-  async settle(em: EntityManager, reservation: Reservation, outcome: Settlement): Promise<SettledUsage> {
+  async settle(em: EntityManager, reservation: Reservation, outcome: Settlement, announce?: SettlementNotice): Promise<SettledUsage> {
     assertCount(outcome.promptTokens, 'promptTokens');
     assertCount(outcome.completionTokens, 'completionTokens');
     const total = outcome.promptTokens + outcome.completionTokens;
@@ -217,7 +227,13 @@ export class QuotaService {
           where q.user_id = a.user_id
          returning q.used, q.reserved
        )
-       select upd.used, upd.reserved, (select token_limit from acct) as token_limit, (select charged_tokens from rec) as charged from upd`,
+       select upd.used, upd.reserved, (select token_limit from acct) as token_limit, (select charged_tokens from rec) as charged,
+              case when ?::text is not null and exists (select 1 from rec) then pg_notify(?::text, (?::jsonb || jsonb_build_object(
+                'used', upd.used,
+                'rem', case when (select token_limit from acct) is null then null
+                            else greatest((select token_limit from acct) - upd.used - upd.reserved, 0) end,
+                'at', ?::text))::text) end as notified
+         from upd`,
       [
         reservation.requestId,
         now,
@@ -237,6 +253,10 @@ export class QuotaService {
         outcome.status,
         Math.max(0, Math.min(Math.round(outcome.latencyMs), MAX_TOKEN_COUNT)),
         now,
+        announce?.channel ?? null,
+        announce?.channel ?? null,
+        announce?.payload ?? '{}',
+        now.toISOString(),
       ],
     );
     if (row === undefined) throw new Error(`quota account of user ${reservation.userId} is missing`);

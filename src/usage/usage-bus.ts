@@ -1,11 +1,14 @@
-import type { MikroORM } from '@mikro-orm/postgresql';
-import { CHANNELS, notify, type PgNotifications } from '../db/notifications';
-import type { Logger } from '../logger';
+import { CHANNELS, type PgNotifications } from '../db/notifications';
+import type { SettlementNotice } from '../quota/quota.service';
 import type { UsageEvent } from './usage.types';
+
+/** An event before settlement: the settle statement adds the quota figures and the time. */
+export type UnsettledUsageEvent = Omit<UsageEvent, 'used' | 'remaining' | 'at' | 'totalTokens'>;
 
 /** Where settled requests are announced; subscribers filter by user. */
 export interface UsageBus {
-  publish(event: UsageEvent): void;
+  /** The NOTIFY the settle statement sends for this request (see QuotaService.settle). */
+  notice(event: UnsettledUsageEvent): SettlementNotice;
   subscribe(): AsyncIterable<UsageEvent>;
 }
 
@@ -21,16 +24,13 @@ interface WireEvent {
   at: string;
 }
 
-function toWire(event: UsageEvent): WireEvent {
+function toWire(event: UnsettledUsageEvent): Omit<WireEvent, 'used' | 'rem' | 'at'> {
   return {
     r: event.requestId,
     u: event.userId,
     m: event.model.slice(0, 256),
     p: event.promptTokens,
     c: event.completionTokens,
-    used: event.used,
-    rem: event.remaining,
-    at: event.at.toISOString(),
   };
 }
 
@@ -51,18 +51,15 @@ function fromWire(text: string): UsageEvent | null {
 }
 
 /**
- * Usage events through PostgreSQL NOTIFY, so an event settled on any instance reaches
- * subscribers on every instance. The publishing instance hears its own NOTIFY too: that is
- * its only delivery path, so no subscriber gets an event twice.
+ * Usage events through PostgreSQL NOTIFY, sent by the settle statement itself, so an event
+ * settled on any instance reaches subscribers on every instance, and exactly when its usage
+ * record commits. The settling instance hears its own NOTIFY too: that is its only delivery
+ * path, so no subscriber gets an event twice.
  */
 export class PgUsageBus implements UsageBus {
   private readonly subscribers = new Set<Subscriber<UsageEvent>>();
 
-  constructor(
-    notifications: PgNotifications,
-    private readonly orm: MikroORM,
-    private readonly log: Logger,
-  ) {
+  constructor(notifications: PgNotifications) {
     notifications.on(CHANNELS.usage, (payload) => {
       const event = fromWire(payload);
       if (event === null) return;
@@ -70,10 +67,8 @@ export class PgUsageBus implements UsageBus {
     });
   }
 
-  publish(event: UsageEvent): void {
-    notify(this.orm.em.fork(), CHANNELS.usage, toWire(event)).catch((error: unknown) =>
-      this.log.error({ err: error, requestId: event.requestId }, 'could not publish a usage event'),
-    );
+  notice(event: UnsettledUsageEvent): SettlementNotice {
+    return { channel: CHANNELS.usage, payload: JSON.stringify(toWire(event)) };
   }
 
   subscribe(): AsyncIterable<UsageEvent> {
