@@ -16,6 +16,7 @@ import type { GraphQLContext } from './context';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded';
 import { GRAPHIQL_ASSET_PREFIX, GRAPHIQL_CSP, graphiqlHtml, serveGraphiqlAsset, wantsGraphiql } from './graphiql';
 import { createLogger, requestScope, type Logger } from './logger';
+import { createStatementPool, useStatementPool } from './db/sql';
 import { ormOptions } from './mikro-orm.config';
 import { OpenAICompatibleEndpoint } from './openai/openai.handler';
 import { buildExecutableSchema } from './schema';
@@ -127,6 +128,9 @@ export async function createServer(config: Config, options: ServerOptions = {}):
 
     const orm = await MikroORM.init(ormOptions(databaseUrl));
     cleanups.push(['database pool', () => orm.close(true)]);
+    const statementPool = createStatementPool(databaseUrl, 20, log);
+    useStatementPool(orm.em, statementPool);
+    cleanups.push(['statement pool', () => statementPool.end()]);
     // Instances starting together on one database take turns to migrate and bootstrap.
     const startLock = await takeStartLock(databaseUrl);
     cleanups.push(['start lock', () => startLock.release()]);

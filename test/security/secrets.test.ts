@@ -264,12 +264,13 @@ describe('secrets and request ids in logs and answers', () => {
     for (const line of lines) expect(line.requestId).toEqual(expect.any(String));
   });
 
-  it('the unexpected database error is logged, as its statement without the values', () => {
+  it('the unexpected database error is logged with its cause, without the values of the statement', () => {
     const [line] = gateway.logs.parsed().filter((entry) => entry.msg === 'unexpected error in a GraphQL operation');
     const message = (line.err as { message?: string } | undefined)?.message ?? '';
-    expect(message).toMatch(/from refresh_sessions/);
-    expect(message).toMatch(/token_hash = '\[redacted\]'/);
     expect(message).toMatch(/relation "refresh_sessions" does not exist/);
+    // Prepared statements carry their values apart from the text: none may reach the message.
+    expect(message).not.toMatch(/[0-9a-f]{64}/);
+    expect(message).not.toMatch(/rt_[\w-]{20,}/);
   });
 
   it('every line has the structured shape: JSON with level, time, msg and the service name', () => {
