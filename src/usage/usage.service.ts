@@ -3,6 +3,7 @@ import type { AuthService } from '../auth/auth.service';
 import type { Viewer } from '../auth/viewer';
 import { query } from '../db/sql';
 import { BadUserInputError, ForbiddenError } from '../errors';
+import { decodeKeysetCursor, encodeKeysetCursor } from '../graphql/pagination';
 import { Role } from '../users/user.entity';
 import type { UsageBus } from './usage-bus';
 import { UsageGrouping, type UsageBucket, type UsageEvent, type UsageRecord, type UsageRecordConnection } from './usage.types';
@@ -10,6 +11,7 @@ import { UsageGrouping, type UsageBucket, type UsageEvent, type UsageRecord, typ
 const DEFAULT_PAGE_SIZE = 50;
 const MAX_PAGE_SIZE = 500;
 const MAX_SUMMARY_BUCKETS = 1000;
+const RECORD_ID = /^\d{1,19}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface UsageRange {
@@ -33,28 +35,6 @@ interface RecordRow {
   latency_ms: number;
   /** created_at at UTC with microseconds: the cursor's time, and createdAt once parsed. */
   cursor_time: string;
-}
-
-function encodeCursor(time: string, id: string): string {
-  return Buffer.from(JSON.stringify([time, id])).toString('base64url');
-}
-
-function decodeCursor(cursor: string): [string, string] {
-  try {
-    const decoded: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (
-      Array.isArray(decoded) &&
-      typeof decoded[0] === 'string' &&
-      /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(decoded[0]) &&
-      typeof decoded[1] === 'string' &&
-      /^\d{1,19}$/.test(decoded[1])
-    ) {
-      return [decoded[0], decoded[1]];
-    }
-  } catch {
-    // Falls through: any undecodable cursor is the client's mistake.
-  }
-  throw new BadUserInputError('The cursor is not one this server gave out.', 'after');
 }
 
 /** Usage history, summaries and the live feed, each limited to what the viewer may see. */
@@ -98,7 +78,7 @@ export class UsageService {
     const params: unknown[] = [userId];
     let where = `user_id = ?${this.rangeFilter(range, params)}`;
     if (range.after != null) {
-      const [time, id] = decodeCursor(range.after);
+      const [time, id] = decodeKeysetCursor(range.after, RECORD_ID);
       where += ' and (created_at, id) < (?::timestamptz, ?::bigint)';
       params.push(time, id);
     }
@@ -112,7 +92,7 @@ export class UsageService {
         limit ?`,
       [...params, first + 1],
     );
-    const edges = rows.slice(0, first).map((row) => ({ cursor: encodeCursor(row.cursor_time, row.id), node: toRecord(row) }));
+    const edges = rows.slice(0, first).map((row) => ({ cursor: encodeKeysetCursor(row.cursor_time, row.id), node: toRecord(row) }));
     return {
       edges,
       nodes: edges.map((edge) => edge.node),

@@ -1,5 +1,6 @@
 import { Field, ID, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { DateTimeResolver } from 'graphql-scalars';
+import { PageInfo } from '../graphql/pagination';
 
 @ObjectType({ description: 'One settled request: what it cost and where the quota stands after it.' })
 export class UsageEvent {
@@ -88,15 +89,6 @@ export class UsageRecordEdge {
   node!: UsageRecord;
 }
 
-@ObjectType()
-export class UsagePageInfo {
-  @Field(() => Boolean)
-  hasNextPage!: boolean;
-
-  @Field(() => String, { nullable: true })
-  endCursor!: string | null;
-}
-
 @ObjectType({ description: 'Newest first.' })
 export class UsageRecordConnection {
   @Field(() => [UsageRecordEdge])
@@ -105,8 +97,8 @@ export class UsageRecordConnection {
   @Field(() => [UsageRecord])
   nodes!: UsageRecord[];
 
-  @Field(() => UsagePageInfo)
-  pageInfo!: UsagePageInfo;
+  @Field(() => PageInfo)
+  pageInfo!: PageInfo;
 }
 
 @ObjectType({ description: 'Totals of one bucket: a UTC day or a model.' })

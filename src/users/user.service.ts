@@ -7,6 +7,7 @@ import type { Viewer } from '../auth/viewer';
 import type { Config } from '../config';
 import { query, queryOne } from '../db/sql';
 import { BadUserInputError, ForbiddenError } from '../errors';
+import { decodeKeysetCursor, encodeKeysetCursor } from '../graphql/pagination';
 import type { Logger } from '../logger';
 import type { QuotaService } from '../quota/quota.service';
 import { QuotaPeriod, Role, User } from './user.entity';
@@ -16,6 +17,7 @@ const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+$/;
 const MAX_EMAIL_LENGTH = 254;
 const DEFAULT_PAGE_SIZE = 20;
 const MAX_PAGE_SIZE = 100;
+const USER_ID = /^[0-9a-f-]{36}$/;
 
 export interface UserPageRequest {
   first?: number | null;
@@ -48,29 +50,6 @@ function validTokenLimit(limit: number | null | undefined, field: string): numbe
     throw new BadUserInputError('tokenLimit must be a whole number from 0 to 2147483647, or null for unlimited.', field);
   }
   return limit;
-}
-
-function encodeCursor(time: string, id: string): string {
-  return Buffer.from(JSON.stringify([time, id])).toString('base64url');
-}
-
-function decodeCursor(cursor: string): [string, string] {
-  try {
-    const decoded: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    if (
-      Array.isArray(decoded) &&
-      decoded.length === 2 &&
-      typeof decoded[0] === 'string' &&
-      /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$/.test(decoded[0]) &&
-      typeof decoded[1] === 'string' &&
-      /^[0-9a-f-]{36}$/.test(decoded[1])
-    ) {
-      return [decoded[0], decoded[1]];
-    }
-  } catch {
-    // Falls through to the error below: any undecodable cursor is the client's mistake.
-  }
-  throw new BadUserInputError('The cursor is not one this server gave out.', 'after');
 }
 
 function rowToUser(em: EntityManager, row: UserRow): User {
@@ -199,7 +178,7 @@ export class UserService {
       params,
     );
     if (page.after != null) {
-      const [time, id] = decodeCursor(page.after);
+      const [time, id] = decodeKeysetCursor(page.after, USER_ID);
       filters.push('(created_at, id) > (?::timestamptz, ?::uuid)');
       params.push(time, id);
     }
@@ -213,7 +192,7 @@ export class UserService {
       [...params, first + 1],
     );
     const hasNextPage = rows.length > first;
-    const edges = rows.slice(0, first).map((row) => ({ cursor: encodeCursor(row.cursor_time, row.id), node: rowToUser(em, row) }));
+    const edges = rows.slice(0, first).map((row) => ({ cursor: encodeKeysetCursor(row.cursor_time, row.id), node: rowToUser(em, row) }));
     return {
       edges,
       nodes: edges.map((edge) => edge.node),

@@ -1,5 +1,6 @@
 import { Field, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { DateTimeResolver } from 'graphql-scalars';
+import { PageInfo } from '../graphql/pagination';
 import { QuotaPeriod, Role } from './user.entity';
 
 registerEnumType(Role, { name: 'Role', description: 'ADMIN can do everything USER can, and manage users.' });
@@ -39,15 +40,6 @@ export class UserEdge {
 
   @Field(() => UserType)
   node!: UserType;
-}
-
-@ObjectType()
-export class PageInfo {
-  @Field(() => Boolean)
-  hasNextPage!: boolean;
-
-  @Field(() => String, { nullable: true })
-  endCursor!: string | null;
 }
 
 @ObjectType()
