@@ -1,0 +1,188 @@
+import type { Distribution } from './lib/stats';
+import type { ForeignCpu } from './lib/cpu';
+import type { ProfileSummary } from './lib/profile';
+
+export type TargetKey = 'direct' | 'portkey' | 'graphql' | 'openai';
+export const TARGET_KEYS: readonly TargetKey[] = ['direct', 'portkey', 'graphql', 'openai'];
+export type GatewayKey = Exclude<TargetKey, 'direct'>;
+export const GATEWAY_KEYS: readonly GatewayKey[] = ['portkey', 'graphql', 'openai'];
+
+export const TARGET_LABEL: Record<TargetKey, string> = {
+  direct: 'direct (simulator)',
+  portkey: 'Portkey',
+  graphql: 'ours: GraphQL',
+  openai: 'ours: /v1 (OpenAI)',
+};
+
+export interface RoundStat {
+  rps: number;
+  p50: number;
+  errors: number;
+}
+
+export interface NonStreamTargetResult {
+  target: TargetKey;
+  requests: number;
+  errors: number;
+  firstError: string | null;
+  rps: number;
+  latency: Distribution;
+  /** Target minus direct at the same percentile, ms; null for direct. */
+  addedP50: number | null;
+  addedP99: number | null;
+  /** rps / direct rps. */
+  throughputRatio: number | null;
+  /** CPU of all server-side processes (simulator, PostgreSQL, the gateway under test) per request, ms. */
+  serverCpuMsPerRequest: number;
+  /** CPU of the gateway process under test alone (ours or Portkey) per request, ms; null for direct. */
+  gatewayCpuMsPerRequest: number | null;
+  /** CPU of the simulator process per request, ms (ours also calls its /tokenize). */
+  simulatorCpuMsPerRequest: number;
+  /** CPU of the load generator (this process) while this target ran, in cores. */
+  clientCores: number;
+  rounds: RoundStat[];
+}
+
+export interface NonStreamScenario {
+  kind: 'nonstream';
+  upstreamMs: number;
+  concurrency: number;
+  seconds: number;
+  results: NonStreamTargetResult[];
+}
+
+export interface StreamTargetResult {
+  target: TargetKey;
+  streams: number;
+  errors: number;
+  firstError: string | null;
+  ttft: Distribution;
+  gap: Distribution;
+  addedTtftP50: number | null;
+  addedTtftP99: number | null;
+  addedGapP50: number | null;
+  addedGapP99: number | null;
+  streamsPerSecond: number;
+}
+
+export interface StreamScenario {
+  kind: 'stream';
+  upstreamMs: number;
+  interTokenMs: number;
+  tokens: number;
+  concurrency: number;
+  seconds: number;
+  results: StreamTargetResult[];
+}
+
+export interface FanOutResult {
+  subscribers: number;
+  sockets: number;
+  adminUsers: number;
+  events: number;
+  intervalMs: number;
+  expectedDeliveries: number;
+  deliveries: number;
+  /** Receive time minus the event's `at` (stamped by the gateway just before the settle statement), ms. */
+  fromSettle: Distribution;
+  /** Receive time minus the arrival of the chat answer that caused the event, ms (may be negative). */
+  fromResponse: Distribution;
+  /** Per event: last delivery minus first delivery, ms. */
+  spread: Distribution;
+  connectSeconds: number;
+  /** CPU of our gateway process per event (1 settle + delivery to every subscriber), ms. */
+  gatewayCpuMsPerEvent: number | null;
+  /** CPU of the load generator per delivery received, µs (its share of the measured latency). */
+  clientCpuUsPerDelivery: number;
+}
+
+export interface MemoryResult {
+  target: GatewayKey | 'postgres';
+  label: string;
+  /** VmHWM after the chat and streaming load (before the fan-out), bytes. */
+  peakBeforeFanOut: number | null;
+  /** VmHWM at the end of the run, bytes. */
+  peakEnd: number | null;
+  note: string;
+}
+
+export interface ProfileResult {
+  summary: ProfileSummary;
+  /** How the profiled gateway exited after one SIGTERM. */
+  exitCode: number | null;
+  /** It printed "second signal: exiting without waiting" after the one SIGTERM it got. */
+  secondSignal: boolean;
+  requests: number;
+  p50Ms: number;
+  busyMsPerRequest: number;
+  transactionsPerRequest: number | null;
+  rowsWrittenPerRequest: number | null;
+  /** pg_stat_user_tables activity per request over the profiled gateway's life. */
+  tables: { table: string; inserts: number; updates: number; deletes: number; scans: number }[];
+}
+
+export interface Probes {
+  /** One autocommitted single-row insert on this PostgreSQL, round trip, ms. */
+  commitP50: number;
+  /** `select 1`, round trip, ms. */
+  selectP50: number;
+  /** POST /tokenize on the simulator, ms. */
+  tokenizeP50: number;
+}
+
+export interface TargetCheck {
+  target: TargetKey;
+  ok: boolean;
+  detail: string;
+}
+
+export interface CodeUnderTest {
+  /** git HEAD when the run started (the build just before it compiled the work tree). */
+  commit: string;
+  /** Files under src/ and migrations/ that differed from HEAD. */
+  uncommitted: string[];
+}
+
+export interface Machine {
+  cpus: number;
+  cpuModel: string;
+  memoryGiB: number;
+  node: string;
+  os: string;
+  postgres: string;
+  portkeyVersion: string;
+}
+
+export interface Goal {
+  name: string;
+  target: GatewayKey;
+  upstreamMs: number;
+  value: number | null;
+  limit: string;
+  pass: boolean | null;
+  missBy: string;
+  portkey: number | null;
+}
+
+export interface BenchSummary {
+  generatedAt: string;
+  quick: boolean;
+  durationSeconds: number;
+  machine: Machine;
+  code: CodeUnderTest | null;
+  settings: Record<string, unknown>;
+  checks: TargetCheck[];
+  notes: string[];
+  probes: Probes | null;
+  nonStream: NonStreamScenario[];
+  stream: StreamScenario[];
+  fanOut: FanOutResult | null;
+  fanOutError: string | null;
+  memory: MemoryResult[];
+  profile: ProfileResult | null;
+  profileError: string | null;
+  goals: Goal[];
+  /** Cores used by other processes in the 2 s before the run. */
+  foreignCoresBefore: number | null;
+  foreignCpu: ForeignCpu | null;
+}
