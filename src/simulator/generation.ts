@@ -46,7 +46,7 @@ const WORDS = [
 ];
 
 /** mulberry32: tiny, fast and good enough to pick words reproducibly. */
-function seededRandom(seed: number): () => number {
+export function seededRandom(seed: number): () => number {
   let state = seed >>> 0;
   return () => {
     state = (state + 0x6d2b79f5) >>> 0;

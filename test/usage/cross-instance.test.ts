@@ -3,23 +3,13 @@ import { sql } from '../helpers/database';
 import { startTestGateway, type TestGateway } from '../helpers/server';
 import { startSimulator, type Simulator } from '../../src/simulator';
 import { adminLogin, busSubscribers, chat, createUser, meUsage, sleep, until, WsClient, type LiveFeed, type TestUser } from './support';
+// Deterministic (mulberry32), so a failure can be replayed with the same seed.
+import { seededRandom } from '../../src/simulator/generation';
 
 const USERS = 8;
 const SOCKETS_PER_USER = 3;
 const CHATS = 40;
 const IN_FLIGHT = 8;
-
-/** A small deterministic PRNG (mulberry32), so a failure can be replayed. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 describe('usageUpdated across two gateways on one database', () => {
   let simulator: Simulator;
@@ -64,7 +54,7 @@ describe('usageUpdated across two gateways on one database', () => {
 
   it("gives every subscriber exactly its user's events, none twice, none from another user; admins get all, once", async () => {
     const seed = Date.now() % 100_000;
-    const rand = random(seed);
+    const rand = seededRandom(seed);
     const users: TestUser[] = [];
     for (let i = 0; i < USERS; i += 1) users.push(await createUser(i % 2 === 0 ? a : b, admin, { tokenLimit: i % 3 === 0 ? null : 1_000_000 }));
 
