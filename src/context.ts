@@ -3,6 +3,7 @@ import type { Logger } from './logger';
 import type { Services } from './services';
 import type { Viewer } from './auth/viewer';
 import type { MeteredChat } from './chat/chat.service';
+import type { QuotaUsageLoader } from './quota/quota.service';
 
 /** What every resolver receives, per HTTP request or per WebSocket operation. */
 export interface GraphQLContext {
@@ -19,4 +20,6 @@ export interface GraphQLContext {
   viewer?: Viewer;
   /** Set by `@quota`: the reservation of the field's upstream call. */
   metered?: MeteredChat;
+  /** Created on first use: batches `User.usage` lookups of this request. */
+  usageLoader?: QuotaUsageLoader;
 }

@@ -1,4 +1,4 @@
-import { ChatDocument, ChatStreamDocument, ModelsDocument, MyUsageDocument } from '../generated/graphql';
+import { ChatDocument, ChatStreamDocument, ModelsDocument, MyUsageDocument, UsersUsageDocument } from '../generated/graphql';
 import { startTestGateway, type TestGateway } from '../helpers/server';
 import { adminToken, collect, userWithQuota } from './support';
 
@@ -36,5 +36,24 @@ describe('chat, end to end', () => {
       limit: 10_000,
       reserved: 0,
     });
+  });
+
+  it('reads the usage of a whole page of users at once, each user their own', async () => {
+    const admin = await adminToken(gateway);
+    const users = await Promise.all([100, 200, 300].map((limit) => userWithQuota(gateway, admin, limit)));
+    const spent: Record<string, number> = {};
+    for (const [index, user] of users.entries()) {
+      spent[user.id] = 0;
+      for (let round = 0; round <= index; round++) {
+        const chat = await gateway.gql(ChatDocument, { input: { messages: [{ role: 'USER', content: 'Hi' }], maxTokens: 3 } }, user.token);
+        spent[user.id] += chat.data?.chat.usage.totalTokens ?? Number.NaN;
+      }
+    }
+    const page = await gateway.gql(UsersUsageDocument, { search: '@example.test' }, admin);
+    expect(page.errors).toBeUndefined();
+    const byId = new Map(page.data?.users.nodes.map((node) => [node.id, node.usage]));
+    for (const [index, user] of users.entries()) {
+      expect(byId.get(user.id)).toEqual({ used: spent[user.id], limit: [100, 200, 300][index] });
+    }
   });
 });
