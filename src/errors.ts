@@ -54,12 +54,6 @@ export class UpstreamError extends GatewayError {
   }
 }
 
-export class InternalError extends GatewayError {
-  constructor(message = 'Internal server error.') {
-    super(message, 'INTERNAL_SERVER_ERROR');
-  }
-}
-
 export function errorCodeOf(error: unknown): ErrorCode | undefined {
   if (error instanceof GraphQLError) return error.extensions.code as ErrorCode | undefined;
   return undefined;

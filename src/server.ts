@@ -31,6 +31,7 @@ import { DocumentCache, extraValidationRules, parseOptions } from './graphql/val
 import { CLOSE_CREDENTIALS_REVOKED, CLOSE_TOO_MANY_CONNECTIONS, SocketRegistry } from './server/sockets';
 import { PgUsageBus } from './usage/usage-bus';
 import { VERSION } from './version';
+import { hookIterator } from './async-iterator';
 import { serveUsagePage, USAGE_PAGE_ASSET_DIR } from './usage-page';
 
 export interface GatewayServer {
@@ -264,14 +265,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
         onOperation: (_ctx, _id, _payload, args, result) => {
           if (!(Symbol.asyncIterator in result)) return result;
           const scope = { requestId: (args.contextValue as GraphQLContext).requestId };
-          const iterator = result[Symbol.asyncIterator]();
-          const scoped: AsyncIterableIterator<unknown> = {
-            [Symbol.asyncIterator]: () => scoped,
-            next: () => requestScope.run(scope, () => iterator.next()),
-            return: (value?: unknown) => requestScope.run(scope, async () => (await iterator.return?.(value)) ?? { done: true, value }),
-            throw: (error?: unknown) => requestScope.run(scope, async () => (await iterator.throw?.(error)) ?? { done: true, value: undefined }),
-          };
-          return scoped as typeof result;
+          return hookIterator(result[Symbol.asyncIterator](), { around: (call) => requestScope.run(scope, call) });
         },
         onNext: (_ctx, _id, _payload, _args, result) =>
           result.errors === undefined ? result : { ...result, errors: formatErrors(result.errors) },

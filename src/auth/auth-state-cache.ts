@@ -28,6 +28,8 @@ interface Entry<T> {
 export class AuthStateCache {
   private readonly users = new Map<string, Entry<UserAuthState>>();
   private readonly keys = new Map<string, Entry<ApiKeyAuthState>>();
+  /** Key id → key hash, so checks by id (every live event of an API-key socket) need no scan. */
+  private readonly keyHashById = new Map<string, string>();
   private epoch = 0;
 
   constructor(private readonly ttlMs: number) {}
@@ -37,16 +39,20 @@ export class AuthStateCache {
   }
 
   /** By key hash. */
-  apiKey(hash: string, load: () => Promise<ApiKeyAuthState | null>): Promise<ApiKeyAuthState | null> {
-    return this.read(this.keys, hash, load);
+  async apiKey(hash: string, load: () => Promise<ApiKeyAuthState | null>): Promise<ApiKeyAuthState | null> {
+    const key = await this.read(this.keys, hash, load);
+    if (key !== null) {
+      if (this.keyHashById.size > 50_000) this.keyHashById.clear();
+      this.keyHashById.set(key.keyId, hash);
+    }
+    return key;
   }
 
   /** Whether a key known by id is still cached as valid; undefined when not cached. */
   apiKeyById(keyId: string): ApiKeyAuthState | undefined {
-    for (const entry of this.keys.values()) {
-      if (entry.value?.keyId === keyId && Date.now() - entry.at < this.ttlMs) return entry.value;
-    }
-    return undefined;
+    const hash = this.keyHashById.get(keyId);
+    const entry = hash === undefined ? undefined : this.keys.get(hash);
+    return entry?.value != null && Date.now() - entry.at < this.ttlMs ? entry.value : undefined;
   }
 
   invalidateUser(userId: string): void {
@@ -64,6 +70,7 @@ export class AuthStateCache {
     this.epoch += 1;
     this.users.clear();
     this.keys.clear();
+    this.keyHashById.clear();
   }
 
   private async read<T>(map: Map<string, Entry<T>>, key: string, load: () => Promise<T | null>): Promise<T | null> {

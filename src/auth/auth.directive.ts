@@ -3,9 +3,6 @@ import { defaultFieldResolver, type GraphQLFieldResolver, type GraphQLSchema } f
 import type { GraphQLContext } from '../context';
 import { Role } from '../users/user.entity';
 
-/** Fields anyone may call; a test fails if any other root field lacks `@auth`. */
-export const PUBLIC_ROOT_FIELDS = new Set(['login', 'refresh', 'logout', 'serverInfo']);
-
 type Resolver = GraphQLFieldResolver<unknown, GraphQLContext>;
 
 /**

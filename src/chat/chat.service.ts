@@ -6,6 +6,7 @@ import type {
   ChatCompletionChunk,
   ChatCompletionCreateParamsBase,
 } from 'openai/resources/chat/completions';
+import { hookIterator } from '../async-iterator';
 import type { Viewer } from '../auth/viewer';
 import type { Config } from '../config';
 import { BadUserInputError, UpstreamError } from '../errors';
@@ -234,22 +235,8 @@ export class ChatService {
   stream(em: EntityManager, metered: MeteredChat): AsyncIterableIterator<ChatChunk> {
     const clientGone = new AbortController();
     const chunks = this.chunks(em, metered, clientGone.signal);
-    // A generator waiting on the upstream only sees return() once a chunk arrives; aborting
-    // first makes closing the subscription stop the upstream at once, even when it hangs.
-    return {
-      [Symbol.asyncIterator]() {
-        return this;
-      },
-      next: () => chunks.next(),
-      return: (value?: unknown) => {
-        clientGone.abort();
-        return chunks.return(value);
-      },
-      throw: (error?: unknown) => {
-        clientGone.abort();
-        return chunks.throw(error);
-      },
-    };
+    // Closing the subscription stops the upstream at once, even while it hangs.
+    return hookIterator(chunks, { beforeClose: () => clientGone.abort() });
   }
 
   private async *chunks(em: EntityManager, metered: MeteredChat, clientGone: AbortSignal): AsyncGenerator<ChatChunk> {

@@ -1,4 +1,5 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
+import { hookIterator } from '../async-iterator';
 import type { AuthService } from '../auth/auth.service';
 import type { Viewer } from '../auth/viewer';
 import { query } from '../db/sql';
@@ -146,20 +147,7 @@ export class UsageService {
     const source = this.bus.subscribe()[Symbol.asyncIterator]();
     const delivered = this.deliver(viewer, everyone, target, { [Symbol.asyncIterator]: () => source });
     // Closing must reach the bus subscription even if delivery never started.
-    return {
-      [Symbol.asyncIterator]() {
-        return this;
-      },
-      next: () => delivered.next(),
-      return: async () => {
-        await source.return?.();
-        return delivered.return(undefined);
-      },
-      throw: async (error: unknown) => {
-        await source.return?.();
-        return delivered.throw(error);
-      },
-    } as AsyncIterableIterator<UsageEvent>;
+    return hookIterator(delivered, { beforeClose: () => source.return?.() });
   }
 
   private async *deliver(viewer: Viewer, everyone: boolean, target: string | null, events: AsyncIterable<UsageEvent>): AsyncGenerator<UsageEvent> {
