@@ -17,6 +17,7 @@ import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded';
 import { GRAPHIQL_ASSET_PREFIX, GRAPHIQL_CSP, graphiqlHtml, serveGraphiqlAsset, wantsGraphiql } from './graphiql';
 import { createLogger, requestScope, type Logger } from './logger';
 import { createStatementPool, useStatementPool } from './db/sql';
+import { Database } from './db/database';
 import { ormOptions } from './mikro-orm.config';
 import { OpenAICompatibleEndpoint } from './openai/openai.handler';
 import { buildExecutableSchema } from './schema';
@@ -159,6 +160,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
       config,
       log,
       orm,
+      db: new Database(statementPool, orm),
       clock: options.clock ?? systemClock,
       upstreamBaseUrl: upstream.baseUrl,
       usageBus,

@@ -4,6 +4,7 @@ import { AuthService } from './auth/auth.service';
 import { PasswordHasher } from './auth/passwords';
 import type { Clock } from './clock';
 import type { Config } from './config';
+import type { Database } from './db/database';
 import type { Logger } from './logger';
 import { ChatService } from './chat/chat.service';
 import { PromptCounter } from './chat/prompt-counter';
@@ -20,6 +21,7 @@ export interface Services {
   readonly config: Config;
   readonly log: Logger;
   readonly orm: MikroORM;
+  readonly db: Database;
   readonly clock: Clock;
   readonly serverInfo: ServerInfo;
   readonly auth: AuthService;
@@ -37,6 +39,7 @@ export function createServices(deps: {
   config: Config;
   log: Logger;
   orm: MikroORM;
+  db: Database;
   clock: Clock;
   serverInfo: ServerInfo;
   upstreamBaseUrl: string;

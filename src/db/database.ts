@@ -1,0 +1,88 @@
+import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
+import pg from 'pg';
+import type { Logger } from '../logger';
+
+/** Statements written with `$1…$n`, run where the caller stands: on the pool or in a transaction. */
+export interface Sql {
+  query<Row>(text: string, params?: readonly unknown[]): Promise<Row[]>;
+  /** The first row, or undefined. */
+  one<Row>(text: string, params?: readonly unknown[]): Promise<Row | undefined>;
+}
+
+/**
+ * The one database object every service is given. Statements run on a pg pool as named
+ * prepared statements (PostgreSQL plans each once per connection); `transaction` runs
+ * several on one connection between BEGIN and COMMIT. The ORM is for the tables mapped to
+ * entities (users, API keys) and the migrations; its entity managers come from `em()`.
+ */
+export class Database implements Sql {
+  /** Statement names by text: the texts are the code's own, so the map stays small. */
+  private readonly names = new Map<string, string>();
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly orm: MikroORM,
+  ) {}
+
+  query<Row>(text: string, params: readonly unknown[] = []): Promise<Row[]> {
+    return run<Row>(this.pool, this.nameOf(text), text, params);
+  }
+
+  async one<Row>(text: string, params: readonly unknown[] = []): Promise<Row | undefined> {
+    return (await this.query<Row>(text, params))[0];
+  }
+
+  /** Runs `work` in one transaction: committed when it resolves, rolled back when it throws. */
+  async transaction<T>(work: (tx: Sql) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    let broken: unknown = undefined;
+    try {
+      await client.query('begin');
+      const tx: Sql = {
+        query: <Row>(text: string, params: readonly unknown[] = []) => run<Row>(client, this.nameOf(text), text, params),
+        one: async <Row>(text: string, params: readonly unknown[] = []) => (await run<Row>(client, this.nameOf(text), text, params))[0],
+      };
+      const result = await work(tx);
+      await client.query('commit');
+      return result;
+    } catch (error) {
+      await client.query('rollback').catch((rollbackError: unknown) => {
+        broken = rollbackError;
+      });
+      throw error;
+    } finally {
+      // A connection whose rollback failed is in an unknown state: the pool must not hand it out again.
+      client.release(broken instanceof Error ? broken : undefined);
+    }
+  }
+
+  /** A fresh entity manager: no identity map is shared between requests. */
+  em(): EntityManager {
+    return this.orm.em.fork();
+  }
+
+  private nameOf(text: string): string {
+    let name = this.names.get(text);
+    if (name === undefined) {
+      name = `gw_${this.names.size + 1}`;
+      this.names.set(text, name);
+    }
+    return name;
+  }
+}
+
+async function run<Row>(runner: pg.Pool | pg.PoolClient, name: string, text: string, params: readonly unknown[]): Promise<Row[]> {
+  const result = await runner.query<Row & pg.QueryResultRow>({ name, text, values: [...params] });
+  return result.rows;
+}
+
+/** A pool whose results look like MikroORM's: dates and timestamps as text. */
+export function createPool(databaseUrl: string, max: number, log: Logger): pg.Pool {
+  const types = new pg.TypeOverrides();
+  for (const oid of [1082, 1114, 1184, 1186]) types.setTypeParser(oid, (text: string) => text);
+  const pool = new pg.Pool({ connectionString: databaseUrl, max, types });
+  // An idle connection the server ended (restart, terminated backend) is dropped by the pool;
+  // without a listener its 'error' would end the process.
+  pool.on('error', (error) => log.warn({ err: error }, 'an idle database connection was lost'));
+  return pool;
+}
