@@ -47,3 +47,32 @@ export function hookIterator<T>(source: AsyncIterator<T>, hooks: IteratorHooks):
   };
   return iterator;
 }
+
+/**
+ * `source` with each value mapped (undefined: skipped). Unlike an async generator, closing it
+ * reaches `source` at once, even while a `next()` is pending: an abort wired to the source's
+ * close takes effect immediately.
+ */
+export function mapIterator<T, U>(source: AsyncIterator<T>, map: (value: T) => U | undefined): AsyncIterableIterator<U> {
+  const close = async (): Promise<IteratorResult<U>> => {
+    await source.return?.();
+    return { done: true, value: undefined };
+  };
+  const iterator: AsyncIterableIterator<U> = {
+    [Symbol.asyncIterator]: () => iterator,
+    async next() {
+      for (;;) {
+        const result = await source.next();
+        if (result.done === true) return { done: true, value: undefined };
+        const mapped = map(result.value);
+        if (mapped !== undefined) return { done: false, value: mapped };
+      }
+    },
+    return: close,
+    throw: async (error?: unknown) => {
+      await close();
+      throw error;
+    },
+  };
+  return iterator;
+}

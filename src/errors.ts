@@ -1,6 +1,4 @@
-import { GraphQLError } from 'graphql';
-
-/** The contract's error codes; every GraphQL error the gateway raises carries one of them. */
+/** The contract's error codes; every error the gateway reports carries one of them. */
 export type ErrorCode =
   | 'UNAUTHENTICATED'
   | 'FORBIDDEN'
@@ -8,53 +6,114 @@ export type ErrorCode =
   | 'QUOTA_EXCEEDED'
   | 'RATE_LIMITED'
   | 'UPSTREAM_ERROR'
+  | 'SERVICE_UNAVAILABLE'
   | 'INTERNAL_SERVER_ERROR';
 
-abstract class GatewayError extends GraphQLError {
-  constructor(message: string, code: ErrorCode, extensions: Record<string, unknown> = {}) {
-    super(message, { extensions: { ...extensions, code } });
+/**
+ * An error the gateway raises on purpose: its message is meant for the client. Each API turns
+ * it into its own shape with one mapper (`src/graphql/errors.ts`, `src/openai/openai-errors.ts`);
+ * services never know which API they serve.
+ */
+export abstract class DomainError extends Error {
+  abstract readonly code: ErrorCode;
+
+  constructor(
+    message: string,
+    /** Facts a client can act on (`retryAfter`, `resetsAt`…), sent as they are. */
+    readonly details: Readonly<Record<string, unknown>> = {},
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+
+  /** What graphql-js copies onto the GraphQL error that wraps this one. */
+  get extensions(): Record<string, unknown> {
+    return { ...this.details, code: this.code };
   }
 }
 
-export class UnauthenticatedError extends GatewayError {
+export class UnauthenticatedError extends DomainError {
+  readonly code = 'UNAUTHENTICATED';
   /** `reason` USER_DISABLED lets the OpenAI-compatible endpoint answer 403 instead of 401. */
   constructor(message = 'Not signed in, or the credentials are invalid or expired.', reason?: 'USER_DISABLED') {
-    super(message, 'UNAUTHENTICATED', reason === undefined ? {} : { reason });
+    super(message, reason === undefined ? {} : { reason });
   }
 }
 
-export class ForbiddenError extends GatewayError {
+export class ForbiddenError extends DomainError {
+  readonly code = 'FORBIDDEN';
   constructor(message = 'You are not allowed to do this.') {
-    super(message, 'FORBIDDEN');
+    super(message);
   }
 }
 
-export class BadUserInputError extends GatewayError {
-  /** `field` names the argument at fault, so a form can put the message next to it. */
-  constructor(message: string, field?: string) {
-    super(message, 'BAD_USER_INPUT', field === undefined ? {} : { field });
+/**
+ * Input out of range or malformed. `field` is the neutral name of the input at fault (the
+ * GraphQL argument's name, such as `maxTokens`), which each API spells its own way.
+ */
+export class BadUserInputError extends DomainError {
+  readonly code = 'BAD_USER_INPUT';
+  /** Set when the message is "<field> <problem>", so an API can put its own name for the field first. */
+  readonly problem: string | null = null;
+
+  constructor(
+    message: string,
+    readonly field?: string,
+  ) {
+    super(message, field === undefined ? {} : { field });
+  }
+
+  /** "<field> <problem>", e.g. `BadUserInputError.about('maxTokens', 'must be at least 1.')`. */
+  static about(field: string, problem: string): BadUserInputError {
+    return Object.assign(new BadUserInputError(`${field} ${problem}`, field), { problem });
+  }
+
+  /** The message with the field spelt as an API names it. */
+  messageNaming(nameOf: (field: string) => string): string {
+    return this.problem === null || this.field === undefined ? this.message : `${nameOf(this.field)} ${this.problem}`;
   }
 }
 
-export class QuotaExceededError extends GatewayError {
-  constructor(message: string, details: { limit: number | null; used: number; reserved: number; requested: number }) {
-    super(message, 'QUOTA_EXCEEDED', details);
+export interface QuotaRefusal {
+  readonly limit: number | null;
+  readonly used: number;
+  readonly reserved: number;
+  readonly requested: number;
+  /** When the period that refused ends; null for a lifetime quota. */
+  readonly resetsAt: Date | null;
+}
+
+export class QuotaExceededError extends DomainError {
+  readonly code = 'QUOTA_EXCEEDED';
+  constructor(
+    message: string,
+    readonly refusal: QuotaRefusal,
+  ) {
+    const { resetsAt, ...figures } = refusal;
+    super(message, { ...figures, resetsAt: resetsAt?.toISOString() ?? null });
   }
 }
 
-export class RateLimitedError extends GatewayError {
+export class RateLimitedError extends DomainError {
+  readonly code = 'RATE_LIMITED';
+  readonly retryAfterSeconds: number;
   constructor(message: string, retryAfterSeconds: number) {
-    super(message, 'RATE_LIMITED', { retryAfter: Math.max(1, Math.ceil(retryAfterSeconds)) });
+    const retryAfter = Math.max(1, Math.ceil(retryAfterSeconds));
+    super(message, { retryAfter });
+    this.retryAfterSeconds = retryAfter;
   }
 }
 
-export class UpstreamError extends GatewayError {
-  constructor(message: string, details: { status?: number; timeout?: boolean } = {}) {
-    super(message, 'UPSTREAM_ERROR', details);
+export class UpstreamError extends DomainError {
+  readonly code = 'UPSTREAM_ERROR';
+  constructor(
+    message: string,
+    readonly failure: { readonly status?: number; readonly timeout?: boolean } = {},
+  ) {
+    super(message, failure);
   }
 }
 
 export function errorCodeOf(error: unknown): ErrorCode | undefined {
-  if (error instanceof GraphQLError) return error.extensions.code as ErrorCode | undefined;
-  return undefined;
+  return error instanceof DomainError ? error.code : undefined;
 }

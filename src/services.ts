@@ -1,26 +1,24 @@
-import type { MikroORM } from '@mikro-orm/postgresql';
 import { ApiKeyService } from './auth/api-key.service';
 import { AuthService } from './auth/auth.service';
 import { PasswordHasher } from './auth/passwords';
+import { ChatService } from './chat/chat.service';
+import { PromptCounter } from './chat/prompt-counter';
+import type { Upstream } from './chat/upstream';
 import type { Clock } from './clock';
 import type { Config } from './config';
 import type { Database } from './db/database';
 import type { Logger } from './logger';
-import { ChatService } from './chat/chat.service';
-import { PromptCounter } from './chat/prompt-counter';
-import { Upstream } from './chat/upstream';
 import { QuotaService } from './quota/quota.service';
 import { RateLimiter } from './quota/rate-limiter';
+import type { ServerInfo } from './server-info/server-info.resolver';
 import type { UsageBus } from './usage/usage-bus';
 import { UsageService } from './usage/usage.service';
-import type { ServerInfo } from './server-info/server-info.resolver';
 import { UserService } from './users/user.service';
 
 /** The composition root's product: one instance of each service, shared by every request. */
 export interface Services {
   readonly config: Config;
   readonly log: Logger;
-  readonly orm: MikroORM;
   readonly db: Database;
   readonly clock: Clock;
   readonly serverInfo: ServerInfo;
@@ -28,44 +26,42 @@ export interface Services {
   readonly apiKeys: ApiKeyService;
   readonly users: UserService;
   readonly quota: QuotaService;
-  readonly upstream: Upstream;
+  readonly rateLimiter: RateLimiter;
   readonly chat: ChatService;
   readonly usageBus: UsageBus;
   readonly usage: UsageService;
-  readonly rateLimiter: RateLimiter;
 }
 
-export function createServices(deps: {
-  config: Config;
-  log: Logger;
-  orm: MikroORM;
-  db: Database;
-  clock: Clock;
-  serverInfo: ServerInfo;
-  upstreamBaseUrl: string;
-  usageBus: UsageBus;
-}): Services {
-  const { config, log, clock, usageBus, upstreamBaseUrl, ...rest } = deps;
-  const auth = new AuthService(config, new PasswordHasher(config.passwordHash), log, deps.orm);
+export interface ServiceDependencies {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly db: Database;
+  readonly clock: Clock;
+  readonly serverInfo: ServerInfo;
+  readonly upstream: Upstream;
+  readonly usageBus: UsageBus;
+}
+
+export function createServices(deps: ServiceDependencies): Services {
+  const { config, log, db, clock, upstream, usageBus } = deps;
+  const auth = new AuthService(config, new PasswordHasher(config.passwordHash), log, db);
+  const rateLimiter = new RateLimiter(config.rateLimit, db);
   // A reservation outlives its request only if the process died; a minute past the upstream
   // timeout, the reaper may safely give it back.
-  const quota = new QuotaService(clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60);
-  const upstream = new Upstream({ baseUrl: upstreamBaseUrl, apiKey: config.vllm.apiKey, timeoutMs: config.vllm.timeoutMs, log });
-  const rateLimiter = new RateLimiter(config.rateLimit);
-  const chat = new ChatService(config, upstream, new PromptCounter(upstream, config.vllm.tiktokenMargin), quota, usageBus, rateLimiter, log);
+  const quota = new QuotaService(db, rateLimiter, clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60);
   return {
-    ...rest,
     config,
     log,
+    db,
     clock,
+    serverInfo: deps.serverInfo,
     auth,
-    apiKeys: new ApiKeyService(auth, log),
-    users: new UserService(config, auth, quota, log),
+    apiKeys: new ApiKeyService(auth, log, db),
+    users: new UserService(config, auth, quota, log, db),
     quota,
-    upstream,
-    chat,
-    usageBus,
-    usage: new UsageService(usageBus, auth),
     rateLimiter,
+    chat: new ChatService(config, upstream, new PromptCounter(upstream, config.vllm.tiktokenMargin), quota, rateLimiter, log),
+    usageBus,
+    usage: new UsageService(usageBus, auth, db),
   };
 }

@@ -1,6 +1,8 @@
 import { Arg, Ctx, Directive, Mutation, Query, Resolver, Root, Subscription, type SubscribeResolverData } from 'type-graphql';
+import { mapIterator } from '../async-iterator';
 import type { GraphQLContext } from '../context';
-import { meteredOf } from '../quota/quota.directive';
+import { Metered, meteredOf } from '../quota/quota.directive';
+import type { MeteredChat, StreamEvent } from './chat.service';
 import { ChatChunk, ChatCompletion, ChatInput, Model } from './chat.types';
 
 @Resolver()
@@ -14,17 +16,30 @@ export class ChatResolver {
   @Directive('@auth')
   @Directive('@quota')
   @Mutation(() => ChatCompletion, { description: 'One answer, whole. Charged what the model reports.' })
-  chat(@Arg('input', () => ChatInput) _input: ChatInput, @Ctx() ctx: GraphQLContext): Promise<ChatCompletion> {
-    return ctx.services.chat.complete(ctx.em, meteredOf(ctx));
+  async chat(@Arg('input', () => ChatInput) _input: ChatInput, @Metered() metered: MeteredChat, @Ctx() ctx: GraphQLContext): Promise<ChatCompletion> {
+    const { response, usage } = await ctx.services.chat.complete(metered);
+    const choice = response.choices[0];
+    return { id: metered.reservation.requestId, model: response.model, content: choice?.message?.content ?? '', finishReason: choice?.finish_reason ?? null, usage };
   }
 
   @Directive('@auth')
   @Directive('@quota')
   @Subscription(() => ChatChunk, {
     description: 'The answer as it is generated; the last chunk carries usage. Closing it stops the model and charges what was generated.',
-    subscribe: ({ context }: SubscribeResolverData<unknown, unknown, GraphQLContext>) => context.services.chat.stream(context.em, meteredOf(context)),
+    subscribe: ({ context }: SubscribeResolverData<unknown, unknown, GraphQLContext>) => {
+      const metered = meteredOf(context);
+      return chunksOf(metered.reservation.requestId, context.services.chat.stream(metered));
+    },
   })
   chatStream(@Root() chunk: ChatChunk, @Arg('input', () => ChatInput) _input: ChatInput): ChatChunk {
     return chunk;
   }
+}
+
+/** The service's stream events as GraphQL chunks: content deltas, then the charged usage. */
+function chunksOf(id: string, events: AsyncIterableIterator<StreamEvent>): AsyncIterableIterator<ChatChunk> {
+  return mapIterator(events, (event) => {
+    if (event.kind === 'end') return { id, delta: '', finishReason: event.finishReason, usage: event.usage };
+    return event.delta === '' ? undefined : { id, delta: event.delta, finishReason: null, usage: null };
+  });
 }

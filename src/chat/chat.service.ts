@@ -1,101 +1,35 @@
 import { randomUUID } from 'node:crypto';
-import type { EntityManager } from '@mikro-orm/postgresql';
-import OpenAI from 'openai';
-import type {
-  ChatCompletion as OpenAIChatCompletion,
-  ChatCompletionChunk,
-  ChatCompletionCreateParamsBase,
-} from 'openai/resources/chat/completions';
+import type { ChatCompletion, ChatCompletionChunk, ChatCompletionCreateParamsBase } from 'openai/resources/chat/completions';
 import { hookIterator } from '../async-iterator';
 import type { Viewer } from '../auth/viewer';
 import type { Config } from '../config';
 import { BadUserInputError, UpstreamError } from '../errors';
 import type { Logger } from '../logger';
-import { MAX_TOKEN_COUNT, type QuotaService, type Reservation, type Settlement, type SettledUsage } from '../quota/quota.service';
+import type { QuotaService } from '../quota/quota.service';
 import type { RateLimiter } from '../quota/rate-limiter';
-import type { UsageBus } from '../usage/usage-bus';
-import { ChatRole, type ChatCompletion, type ChatChunk, type ChatInput, type Model, type TokenCount } from './chat.types';
+import type { ChatInterface, Reservation, SettledUsage } from '../quota/reservation';
+import { upstreamParams, validateChatRequest, type ChatRequest, type UpstreamChatParams } from './chat-request';
+import type { Model, TokenCount } from './chat.types';
 import type { PromptCounter } from './prompt-counter';
-import { UpstreamRejectedError, type ChatMessage, type Upstream, type UpstreamModel } from './upstream';
+import { StreamMeter, type StreamEnding } from './stream-meter';
+import type { Upstream, UpstreamModel } from './upstream';
+import { upstreamFailure } from './upstream-failure';
 
-export type ChatInterface = 'graphql' | 'openai';
-
-/** Sampling parameters as the upstream takes them, already validated. */
-export interface UpstreamChatParams {
-  readonly model: string;
-  readonly messages: ChatMessage[];
-  readonly temperature?: number;
-  readonly top_p?: number;
-  readonly stop?: string[];
-  readonly seed?: number;
-  /** Further vLLM sampling parameters, from the OpenAI-compatible endpoint's allow-list. */
-  readonly extra?: Readonly<Record<string, unknown>>;
+/** One chat request with its reservation: what `complete` and `stream` run. */
+export interface MeteredChat {
+  readonly viewer: Viewer;
+  readonly params: UpstreamChatParams;
+  readonly reservation: Reservation;
 }
 
-export interface ChatRequest {
-  readonly model: string | null;
-  readonly messages: readonly ChatMessage[];
-  readonly maxTokens: number | null;
-  readonly temperature?: number | null;
-  readonly topP?: number | null;
-  readonly stop?: readonly string[] | null;
-  readonly seed?: number | null;
-  readonly extra?: Readonly<Record<string, unknown>>;
-}
+export type StreamEvent =
+  | { readonly kind: 'chunk'; readonly chunk: ChatCompletionChunk; readonly delta: string }
+  | { readonly kind: 'end'; readonly finishReason: string | null; readonly usage: TokenCount; readonly charged: SettledUsage | null };
 
 /**
- * One metered upstream call: created with its reservation, ended exactly once by settlement
- * (charging what was produced) or release (charging nothing).
- */
-export class MeteredChat {
-  private ended: Promise<SettledUsage | null> | null = null;
-  readonly startedAt = performance.now();
-
-  constructor(
-    readonly requestId: string,
-    readonly viewer: Viewer,
-    readonly iface: ChatInterface,
-    readonly params: UpstreamChatParams,
-    readonly reservation: Reservation,
-    private readonly service: ChatService,
-  ) {}
-
-  get isEnded(): boolean {
-    return this.ended !== null;
-  }
-
-  /** Charges `usage` (once; later calls return the first outcome). */
-  settle(em: EntityManager, usage: Omit<Settlement, 'model' | 'interface' | 'apiKeyId' | 'latencyMs'>): Promise<SettledUsage | null> {
-    this.ended ??= this.service.settleMetered(em, this, usage);
-    return this.ended;
-  }
-
-  /** Gives the whole reservation back, unless already settled. */
-  release(em: EntityManager): Promise<SettledUsage | null> {
-    this.ended ??= this.service.releaseMetered(em, this).then(() => null);
-    return this.ended;
-  }
-}
-
-const ROLE_OF: Record<ChatRole, ChatMessage['role']> = {
-  [ChatRole.SYSTEM]: 'system',
-  [ChatRole.USER]: 'user',
-  [ChatRole.ASSISTANT]: 'assistant',
-};
-
-function tokenCount(prompt: number, completion: number): TokenCount {
-  return { promptTokens: prompt, completionTokens: completion, totalTokens: prompt + completion };
-}
-
-/** The upstream's 4xx message, trimmed: vLLM's validation messages are meant for the client. */
-function upstreamMessage(error: unknown): string {
-  const raw = error instanceof Error ? error.message : String(error);
-  return raw.replace(/^\d{3}\s+/, '').slice(0, 500);
-}
-
-/**
- * Metered chat: validation, prompt count, reservation, the upstream call and settlement on
- * every exit path. GraphQL and the OpenAI-compatible endpoint both go through here.
+ * Metered chat: count → reserve → call → settle, for a whole answer and for a stream. Both
+ * APIs (GraphQL and `/v1`) are adapters over this; `complete` and `stream` end every
+ * reservation they are given, on every path, exactly once.
  */
 export class ChatService {
   constructor(
@@ -103,50 +37,33 @@ export class ChatService {
     private readonly upstream: Upstream,
     private readonly promptCounter: PromptCounter,
     private readonly quota: QuotaService,
-    private readonly usageBus: UsageBus,
     private readonly rateLimiter: RateLimiter,
     private readonly log: Logger,
   ) {}
 
   async models(): Promise<Model[]> {
-    try {
-      return (await this.upstream.listModels()).map(({ id, maxModelLen, ownedBy }) => ({ id, maxModelLen, ownedBy }));
-    } catch (error) {
-      throw this.upstreamFailure(error);
-    }
-  }
-
-  /** GraphQL's ChatInput in the service's terms. */
-  static requestFromInput(input: ChatInput): ChatRequest {
-    return {
-      model: input.model ?? null,
-      messages: (input.messages ?? []).map((message) => ({ role: ROLE_OF[message.role], content: message.content })),
-      maxTokens: input.maxTokens ?? null,
-      temperature: input.temperature,
-      topP: input.topP,
-      stop: input.stop,
-      seed: input.seed,
-    };
+    const models = await this.upstreamModels();
+    return models.map(({ id, maxModelLen, ownedBy }) => ({ id, maxModelLen, ownedBy }));
   }
 
   /**
    * Validates, counts the prompt and reserves prompt + completion budget. Throws
-   * BAD_USER_INPUT or QUOTA_EXCEEDED before anything reaches the upstream's chat endpoint.
+   * BAD_USER_INPUT, RATE_LIMITED or QUOTA_EXCEEDED before anything reaches the upstream's chat endpoint.
    */
-  async reserve(em: EntityManager, viewer: Viewer, request: ChatRequest, iface: ChatInterface): Promise<MeteredChat> {
-    this.validateShape(request);
+  async reserve(viewer: Viewer, request: ChatRequest, iface: ChatInterface): Promise<MeteredChat> {
+    validateChatRequest(request, this.config.chat);
     // Before the prompt is counted: a user over the limit must not keep the tokenizer busy either.
-    await this.rateLimiter.admit(em, viewer.userId);
+    await this.rateLimiter.admit(viewer.userId);
     const model = await this.resolveModel(request.model);
     if (request.maxTokens !== null && request.maxTokens > model.maxModelLen) {
-      throw new BadUserInputError(`maxTokens must be at most ${model.maxModelLen} for ${model.id}.`, 'maxTokens');
+      throw BadUserInputError.about('maxTokens', `must be at most ${model.maxModelLen} for ${model.id}.`);
     }
-    const messages = [...request.messages];
+    const params = upstreamParams(model.id, request);
     let prompt;
     try {
-      prompt = await this.promptCounter.count(model.id, messages);
+      prompt = await this.promptCounter.count(model.id, params.messages);
     } catch (error) {
-      throw this.upstreamFailure(error);
+      throw this.failure(error);
     }
     const completionLimit = model.maxModelLen - prompt.tokens;
     if (completionLimit < 1) {
@@ -156,289 +73,144 @@ export class ChatService {
       );
     }
     if (request.maxTokens !== null && request.maxTokens > completionLimit) {
-      throw new BadUserInputError(
-        `maxTokens ${request.maxTokens} plus the ${prompt.tokens} prompt tokens exceeds the context length of ${model.id} (${model.maxModelLen}).`,
+      throw BadUserInputError.about(
         'maxTokens',
+        `${request.maxTokens} plus the ${prompt.tokens} prompt tokens exceeds the context length of ${model.id} (${model.maxModelLen}).`,
       );
     }
-    const requestId = randomUUID();
-    const reservation = await this.quota.reserve(em, {
-      requestId,
+    const reservation = await this.quota.reserve({
+      requestId: randomUUID(),
       userId: viewer.userId,
       promptTokens: prompt.tokens,
       promptCountSource: prompt.source,
       maxTokens: request.maxTokens,
       modelCompletionLimit: completionLimit,
+      target: { model: model.id, interface: iface, apiKeyId: viewer.apiKeyId },
     });
-    try {
-      await this.rateLimiter.holdTokens(em, viewer.userId, reservation.amount);
-    } catch (error) {
-      await this.quota.release(em, reservation);
-      throw error;
-    }
-    const params: UpstreamChatParams = {
-      model: model.id,
-      messages,
-      ...(request.temperature == null ? {} : { temperature: request.temperature }),
-      ...(request.topP == null ? {} : { top_p: request.topP }),
-      ...(request.stop == null || request.stop.length === 0 ? {} : { stop: [...request.stop] }),
-      ...(request.seed == null ? {} : { seed: request.seed }),
-      ...(request.extra === undefined ? {} : { extra: request.extra }),
-    };
-    return new MeteredChat(requestId, viewer, iface, params, reservation, this);
+    return { viewer, params, reservation };
   }
 
-  /** A whole answer at once; settled with the usage vLLM reports. */
-  async complete(em: EntityManager, metered: MeteredChat): Promise<ChatCompletion> {
-    const { response, usage } = await this.completeRaw(em, metered);
-    const choice = response.choices[0];
-    return {
-      id: metered.requestId,
-      model: response.model,
-      content: choice?.message?.content ?? '',
-      finishReason: choice?.finish_reason ?? null,
-      usage,
-    };
-  }
-
-  /** The upstream's own answer (for the OpenAI-compatible endpoint) and what was charged for it. */
-  async completeRaw(em: EntityManager, metered: MeteredChat): Promise<{ response: OpenAIChatCompletion; usage: TokenCount }> {
+  /** A whole answer at once, as the upstream sent it, settled with the usage it reports. */
+  async complete(metered: MeteredChat): Promise<{ response: ChatCompletion; usage: TokenCount }> {
+    const { reservation } = metered;
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), this.config.vllm.timeoutMs);
-    let response: OpenAIChatCompletion;
     try {
-      response = await this.upstream.complete(this.upstreamBody(metered), controller.signal);
-    } catch (error) {
-      await metered.release(em);
-      throw this.upstreamFailure(error, controller.signal.aborted);
-    } finally {
-      clearTimeout(timer);
-    }
-    const content = response.choices[0]?.message?.content ?? '';
-    const reported = response.usage;
-    const promptTokens = reported?.prompt_tokens ?? metered.reservation.promptTokens;
-    const completionTokens = reported?.completion_tokens ?? this.promptCounter.countText(content);
-    await metered.settle(em, {
-      promptTokens,
-      completionTokens,
-      usageSource: reported == null ? 'estimated' : 'reported',
-      status: 'completed',
-    });
-    return { response, usage: tokenCount(promptTokens, completionTokens) };
-  }
-
-  /**
-   * The answer as the upstream produces it. Always settled: at the end with the reported
-   * usage; when cut short (client gone, upstream failure, timeout) with the last cumulative
-   * usage seen, or else a count of the deltas received, marked estimated.
-   */
-  stream(em: EntityManager, metered: MeteredChat): AsyncIterableIterator<ChatChunk> {
-    const clientGone = new AbortController();
-    const chunks = this.chunks(em, metered, clientGone.signal);
-    // Closing the subscription stops the upstream at once, even while it hangs.
-    return hookIterator(chunks, { beforeClose: () => clientGone.abort() });
-  }
-
-  private async *chunks(em: EntityManager, metered: MeteredChat, clientGone: AbortSignal): AsyncGenerator<ChatChunk> {
-    for await (const event of this.streamRaw(em, metered, clientGone)) {
-      if (event.kind === 'delta') {
-        yield { id: metered.requestId, delta: event.delta, finishReason: null, usage: null };
-      } else if (event.kind === 'end') {
-        yield { id: metered.requestId, delta: '', finishReason: event.finishReason, usage: event.usage };
+      let response: ChatCompletion;
+      try {
+        response = await this.upstream.complete(this.upstreamBody(metered), controller.signal);
+      } catch (error) {
+        throw this.failure(error, controller.signal.aborted);
+      } finally {
+        clearTimeout(timer);
       }
+      const reported = response.usage;
+      const promptTokens = reported?.prompt_tokens ?? reservation.budget.promptTokens;
+      const completionTokens = reported?.completion_tokens ?? this.promptCounter.countText(response.choices[0]?.message?.content ?? '');
+      await reservation.settle({ promptTokens, completionTokens, usageSource: reported == null ? 'estimated' : 'reported', status: 'completed' });
+      return { response, usage: { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens } };
+    } finally {
+      await reservation.release();
     }
   }
 
   /**
-   * The stream below both interfaces: upstream chunks as they come (for the OpenAI endpoint,
-   * which passes them through) plus the gateway's own view (deltas, the final usage).
+   * The answer as the upstream produces it: every upstream chunk (with its content delta), then
+   * an `end` event with what was charged. Always settled: at the end with the reported usage;
+   * when cut short with what the stream meter saw. Closing the iterator, or `clientGone`
+   * aborting, stops the upstream at once, even while it hangs; an iterator closed before it
+   * started releases the reservation.
    */
-  async *streamRaw(em: EntityManager, metered: MeteredChat, clientGone?: AbortSignal): AsyncGenerator<StreamEvent> {
-    const controller = new AbortController();
-    let clientLeft = false;
-    const onClientGone = (): void => {
-      clientLeft = true;
-      controller.abort();
-    };
-    if (clientGone?.aborted === true) onClientGone();
-    clientGone?.addEventListener('abort', onClientGone, { once: true });
+  stream(metered: MeteredChat, clientGone?: AbortSignal): AsyncIterableIterator<StreamEvent> {
+    const upstreamCall = new AbortController();
+    const leave = (): void => upstreamCall.abort();
+    if (clientGone?.aborted === true) leave();
+    clientGone?.addEventListener('abort', leave, { once: true });
+    const events = this.events(metered, upstreamCall);
+    return hookIterator(events, {
+      beforeClose: leave,
+      onEnd: async () => {
+        clientGone?.removeEventListener('abort', leave);
+        await metered.reservation.release();
+      },
+    });
+  }
+
+  private async *events(metered: MeteredChat, upstreamCall: AbortController): AsyncGenerator<StreamEvent> {
+    const { reservation } = metered;
+    const meter = new StreamMeter(reservation.budget);
     let timedOut = false;
     let idle: NodeJS.Timeout | undefined;
     const armIdleTimer = (): void => {
       clearTimeout(idle);
       idle = setTimeout(() => {
         timedOut = true;
-        controller.abort();
+        upstreamCall.abort();
       }, this.config.vllm.timeoutMs);
     };
-    const limit = metered.reservation.maxCompletionTokens;
-    let deltas = 0;
-    let lastUsage: { prompt: number; completion: number } | null = null;
-    let finishReason: string | null = null;
-    let failure: unknown = null;
-    let cut = false;
-
-    armIdleTimer();
     // A stream may produce for longer than a reservation lives; keep it alive while it does.
     const keepReserved = setInterval(() => {
-      this.quota.extend(em.fork(), metered.reservation).catch((error: unknown) => this.log.warn({ err: error }, 'could not extend a reservation'));
+      reservation.extend().catch((error: unknown) => this.log.warn({ err: error }, 'could not extend a reservation'));
     }, this.quota.extendEveryMs);
     keepReserved.unref();
-    const settle = (finished: boolean): Promise<SettledUsage | null> => {
-      const generated = Math.min(lastUsage?.completion ?? deltas, limit);
-      // Nothing generated and not finished: the upstream produced nothing to charge.
-      if (!finished && generated === 0) return metered.release(em);
-      const status: Settlement['status'] = cut
-        ? 'cut'
-        : finished
-          ? 'completed'
-          : timedOut
-            ? 'timeout'
-            : failure !== null
-              ? 'upstream_error'
-              : 'aborted';
-      return metered.settle(em, {
-        promptTokens: lastUsage?.prompt ?? metered.reservation.promptTokens,
-        completionTokens: generated,
-        usageSource: lastUsage !== null ? 'reported' : 'estimated',
-        status,
-      });
-    };
 
-    let finished = false;
+    let ending: StreamEnding = 'client_gone';
+    let failure: unknown = null;
+    armIdleTimer();
     try {
-      const chunks = await this.upstream.stream(this.upstreamBody(metered), controller.signal);
+      const chunks = await this.upstream.stream(this.upstreamBody(metered), upstreamCall.signal);
       for await (const chunk of chunks) {
         armIdleTimer();
-        const usage = readUsage(chunk);
-        if (usage !== null) lastUsage = usage;
-        const choice = chunk.choices[0];
-        const delta = choice?.delta?.content ?? '';
-        if (delta !== '') deltas += 1;
-        if (choice?.finish_reason != null) finishReason = choice.finish_reason;
-        yield { kind: 'chunk', chunk };
-        if (delta !== '') yield { kind: 'delta', delta };
-        // The upstream was given max_tokens within the reservation; this guards against one that ignores it.
-        if ((lastUsage?.completion ?? deltas) > limit && finishReason === null) {
-          cut = true;
-          finishReason = 'length';
-          break;
-        }
+        const delta = meter.observe(chunk);
+        yield { kind: 'chunk', chunk, delta };
+        if (meter.cut) break;
       }
       // The SDK's stream ends quietly, without throwing, when its signal aborts (client gone,
       // idle timeout): that is not a finished answer.
-      if (controller.signal.aborted && !cut) throw new Error('upstream stream aborted');
-      finished = true;
+      if (upstreamCall.signal.aborted && !meter.cut) throw new Error('upstream stream aborted');
+      ending = 'finished';
     } catch (error) {
-      if (!clientLeft) failure = error;
+      if (timedOut) ending = 'timeout';
+      else if (!upstreamCall.signal.aborted) {
+        ending = 'upstream_error';
+        failure = error;
+      }
     } finally {
       clearTimeout(idle);
       clearInterval(keepReserved);
-      clientGone?.removeEventListener('abort', onClientGone);
-      // Runs also when the consumer leaves mid-stream (client gone, subscription closed): the
-      // upstream is stopped and what was generated so far is charged, once.
-      controller.abort();
-      if (!finished) await settle(false);
+      // Runs also when the consumer leaves mid-stream: the upstream is stopped and what was
+      // generated so far is charged, once.
+      upstreamCall.abort();
+      if (ending !== 'finished') {
+        const usage = meter.usage(ending);
+        await (usage === null ? reservation.release() : reservation.settle(usage));
+      }
     }
-    if (failure !== null) throw this.upstreamFailure(failure, timedOut);
-    if (clientLeft) return;
-
-    const settled = await settle(true);
-    yield {
-      kind: 'end',
-      finishReason,
-      usage: tokenCount(lastUsage?.prompt ?? metered.reservation.promptTokens, Math.min(lastUsage?.completion ?? deltas, limit)),
-      charged: settled,
-    };
-  }
-
-  /** Called by MeteredChat.settle: writes the record, publishes the event. */
-  async settleMetered(
-    em: EntityManager,
-    metered: MeteredChat,
-    usage: Omit<Settlement, 'model' | 'interface' | 'apiKeyId' | 'latencyMs'>,
-  ): Promise<SettledUsage> {
-    const promptTokens = clampCount(usage.promptTokens);
-    const completionTokens = clampCount(usage.completionTokens);
-    const settled = await this.quota.settle(
-      em,
-      metered.reservation,
-      {
-        ...usage,
-        promptTokens,
-        completionTokens,
-        model: metered.params.model,
-        interface: metered.iface,
-        apiKeyId: metered.viewer.apiKeyId,
-        latencyMs: performance.now() - metered.startedAt,
-      },
-      this.usageBus.notice({
-        requestId: metered.requestId,
-        userId: metered.viewer.userId,
-        model: metered.params.model,
-        promptTokens,
-        completionTokens,
-      }),
-    );
-    // The minute's token count held the whole reservation; it keeps what was charged. The
-    // charge is committed and announced (by the same statement) already: a failure here must not undo either.
-    await this.rateLimiter
-      .adjust(em, metered.viewer.userId, settled.chargedTokens - metered.reservation.amount)
-      .catch((error: unknown) => this.log.warn({ err: error }, 'could not adjust the rate window'));
-    return settled;
-  }
-
-  async releaseMetered(em: EntityManager, metered: MeteredChat): Promise<void> {
-    await this.quota.release(em, metered.reservation);
-    await this.rateLimiter.adjust(em, metered.viewer.userId, -metered.reservation.amount);
+    if (ending === 'timeout' || ending === 'upstream_error') throw this.failure(failure, ending === 'timeout');
+    if (ending === 'client_gone') return;
+    const usage = meter.usage('finished');
+    const charged = usage === null ? null : await reservation.settle(usage);
+    yield { kind: 'end', finishReason: meter.finishReason, usage: meter.tokens, charged };
   }
 
   private upstreamBody(metered: MeteredChat): Omit<ChatCompletionCreateParamsBase, 'stream' | 'stream_options'> {
     const { extra, ...params } = metered.params;
-    return { ...extra, ...params, max_tokens: metered.reservation.maxCompletionTokens } as Omit<
+    return { ...extra, ...params, max_tokens: metered.reservation.budget.maxCompletionTokens } as Omit<
       ChatCompletionCreateParamsBase,
       'stream' | 'stream_options'
     >;
   }
 
-  private validateShape(request: ChatRequest): void {
-    const limits = this.config.chat;
-    if (request.messages.length === 0) throw new BadUserInputError('messages must not be empty.', 'messages');
-    if (request.messages.length > limits.maxMessages) {
-      throw new BadUserInputError(`At most ${limits.maxMessages} messages per request.`, 'messages');
+  private async upstreamModels(): Promise<UpstreamModel[]> {
+    try {
+      return await this.upstream.listModels();
+    } catch (error) {
+      throw this.failure(error);
     }
-    let characters = 0;
-    for (const message of request.messages) characters += message.content.length;
-    if (characters > limits.maxContentChars) {
-      throw new BadUserInputError(`The messages hold ${characters} characters; the limit is ${limits.maxContentChars}.`, 'messages');
-    }
-    if (request.maxTokens !== null && (!Number.isSafeInteger(request.maxTokens) || request.maxTokens < 1 || request.maxTokens > MAX_TOKEN_COUNT)) {
-      throw new BadUserInputError('maxTokens must be a whole number of at least 1.', 'maxTokens');
-    }
-    if (request.temperature != null && !(request.temperature >= 0 && request.temperature <= 2)) {
-      throw new BadUserInputError('temperature must be from 0 to 2.', 'temperature');
-    }
-    if (request.topP != null && !(request.topP > 0 && request.topP <= 1)) {
-      throw new BadUserInputError('topP must be above 0 and at most 1.', 'topP');
-    }
-    if (request.stop != null) {
-      if (request.stop.length > limits.maxStopSequences) {
-        throw new BadUserInputError(`At most ${limits.maxStopSequences} stop sequences.`, 'stop');
-      }
-      if (request.stop.some((stop) => stop === '' || stop.length > 256)) {
-        throw new BadUserInputError('Each stop sequence must be 1 to 256 characters.', 'stop');
-      }
-    }
-    if (request.seed != null && !Number.isSafeInteger(request.seed)) throw new BadUserInputError('seed must be a whole number.', 'seed');
   }
 
   private async resolveModel(requested: string | null): Promise<UpstreamModel> {
-    let models: UpstreamModel[];
-    try {
-      models = await this.upstream.listModels();
-    } catch (error) {
-      throw this.upstreamFailure(error);
-    }
+    const models = await this.upstreamModels();
     if (models.length === 0) throw new UpstreamError('The upstream serves no model.');
     if (requested === null) return models[0];
     const model = models.find((candidate) => candidate.id === requested);
@@ -448,39 +220,7 @@ export class ChatService {
     return model;
   }
 
-  /** Maps a failure of the upstream to the contract: its 4xx (the client's fault) or UPSTREAM_ERROR. */
-  upstreamFailure(error: unknown, timedOut = false): Error {
-    if (error instanceof BadUserInputError || error instanceof UpstreamError) return error;
-    if (error instanceof UpstreamRejectedError) return new BadUserInputError(upstreamMessage(error), 'messages');
-    if (timedOut || error instanceof OpenAI.APIConnectionTimeoutError) {
-      this.log.warn('upstream timed out');
-      return new UpstreamError(`The model did not answer within ${this.config.vllm.timeoutMs} ms.`, { timeout: true });
-    }
-    if (error instanceof OpenAI.APIError && error.status !== undefined) {
-      if (error.status === 400) return new BadUserInputError(upstreamMessage(error), 'messages');
-      if (error.status === 404) return new BadUserInputError(upstreamMessage(error), 'model');
-      this.log.warn({ status: error.status }, 'upstream refused a request');
-      return new UpstreamError(`The model server answered ${error.status}.`, { status: error.status });
-    }
-    this.log.warn({ err: error }, 'upstream failed');
-    return new UpstreamError('The model server failed or could not be reached.');
+  private failure(error: unknown, timedOut = false): Error {
+    return upstreamFailure(error, { timedOut, timeoutMs: this.config.vllm.timeoutMs, log: this.log });
   }
-}
-
-export type StreamEvent =
-  | { kind: 'chunk'; chunk: ChatCompletionChunk }
-  | { kind: 'delta'; delta: string }
-  | { kind: 'end'; finishReason: string | null; usage: TokenCount; charged: SettledUsage | null };
-
-function readUsage(chunk: ChatCompletionChunk): { prompt: number; completion: number } | null {
-  const usage = chunk.usage;
-  if (usage == null) return null;
-  const prompt = usage.prompt_tokens;
-  const completion = usage.completion_tokens;
-  if (!Number.isSafeInteger(prompt) || !Number.isSafeInteger(completion) || prompt < 0 || completion < 0) return null;
-  return { prompt, completion };
-}
-
-function clampCount(value: number): number {
-  return Math.max(0, Math.min(Math.trunc(value), MAX_TOKEN_COUNT));
 }

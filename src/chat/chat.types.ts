@@ -1,4 +1,6 @@
 import { Field, Float, ID, InputType, Int, ObjectType, registerEnumType } from 'type-graphql';
+import type { ChatRequest } from './chat-request';
+import type { ChatMessage } from './upstream';
 
 export enum ChatRole {
   SYSTEM = 'SYSTEM',
@@ -98,4 +100,23 @@ export class Model {
 
   @Field(() => String)
   ownedBy!: string;
+}
+
+const ROLE_OF: Record<ChatRole, ChatMessage['role']> = {
+  [ChatRole.SYSTEM]: 'system',
+  [ChatRole.USER]: 'user',
+  [ChatRole.ASSISTANT]: 'assistant',
+};
+
+/** GraphQL's ChatInput in the chat service's terms. */
+export function chatRequestOf(input: ChatInput): ChatRequest {
+  return {
+    model: input.model ?? null,
+    messages: (input.messages ?? []).map((message) => ({ role: ROLE_OF[message.role], content: message.content })),
+    maxTokens: input.maxTokens ?? null,
+    temperature: input.temperature,
+    topP: input.topP,
+    stop: input.stop,
+    seed: input.seed,
+  };
 }

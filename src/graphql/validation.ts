@@ -64,8 +64,10 @@ function withCode(errors: readonly GraphQLError[], reason: string): GraphQLError
 }
 
 /**
- * Parsed and validated documents by their text, for the WebSocket: many subscriptions send
- * the same few documents, and parsing plus validation would otherwise dominate their cost.
+ * Parsed and validated documents, for both transports: by their text for the WebSocket
+ * (`get`, `prepare`), and as Apollo's document store for HTTP (`apolloStore`, keyed by Apollo's
+ * hash of the text). Many requests send the same few documents, and parsing plus validation
+ * would otherwise dominate their cost. Apollo validates with the same rules before it stores.
  */
 export class DocumentCache {
   private readonly entries = new Map<string, Parsed>();
@@ -81,6 +83,17 @@ export class DocumentCache {
     this.rules = [...specifiedRules, ...extraRules];
   }
 
+  /** Apollo's `KeyValueCache` side: only documents that passed validation are ever stored through it. */
+  readonly apolloStore = {
+    get: async (key: string): Promise<DocumentNode | undefined> => this.entries.get(key)?.document ?? undefined,
+    set: async (key: string, document: DocumentNode): Promise<void> => {
+      if ((document.loc?.source.body.length ?? Number.POSITIVE_INFINITY) <= this.maxCachedChars) this.remember(key, { document, errors: null });
+    },
+    delete: async (key: string): Promise<boolean | void> => {
+      this.entries.delete(key);
+    },
+  };
+
   get(query: string): Parsed {
     const cached = this.entries.get(query);
     if (cached !== undefined) return cached;
@@ -95,13 +108,16 @@ export class DocumentCache {
     // Only texts of a usual size are kept: the cache is keyed by the whole text, and 1000 texts
     // of a WebSocket message's size (256 KiB by default, mostly comments or whitespace) would
     // let one client pin a quarter of a gigabyte.
-    if (query.length > this.maxCachedChars) return parsed;
+    if (query.length <= this.maxCachedChars) this.remember(query, parsed);
+    return parsed;
+  }
+
+  private remember(key: string, parsed: Parsed): void {
     if (this.entries.size >= this.maxEntries) {
       const oldest = this.entries.keys().next();
       if (oldest.done !== true) this.entries.delete(oldest.value);
     }
-    this.entries.set(query, parsed);
-    return parsed;
+    this.entries.set(key, parsed);
   }
 
   /**

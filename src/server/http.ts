@@ -4,6 +4,10 @@ export class BodyTooLargeError extends Error {
   override name = 'BodyTooLargeError';
 }
 
+export class InvalidJsonError extends Error {
+  override name = 'InvalidJsonError';
+}
+
 /** Reads a request body, refusing (before buffering it all) anything over `limitBytes`. */
 export async function readBody(req: IncomingMessage, limitBytes: number): Promise<string> {
   const declared = Number(req.headers['content-length']);
@@ -18,6 +22,17 @@ export async function readBody(req: IncomingMessage, limitBytes: number): Promis
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** The body as JSON; `empty` is what an empty body stands for. */
+export async function readJsonBody(req: IncomingMessage, limitBytes: number, empty?: unknown): Promise<unknown> {
+  const raw = await readBody(req, limitBytes);
+  if (raw === '' && empty !== undefined) return empty;
+  try {
+    return JSON.parse(raw) as unknown;
+  } catch {
+    throw new InvalidJsonError();
+  }
+}
+
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const payload = JSON.stringify(body);
   res.writeHead(status, {
@@ -27,11 +42,6 @@ export function sendJson(res: ServerResponse, status: number, body: unknown, hea
     ...headers,
   });
   res.end(payload);
-}
-
-/** A GraphQL-shaped error for failures that happen before GraphQL runs (size, JSON syntax). */
-export function sendGraphQLError(res: ServerResponse, status: number, message: string, code: string): void {
-  sendJson(res, status, { errors: [{ message, extensions: { code } }] });
 }
 
 export function clientAddressOf(req: IncomingMessage): string {

@@ -1,79 +1,53 @@
-import { CHANNELS, type PgNotifications } from '../db/notifications';
-import type { SettlementNotice } from '../quota/quota.service';
+import type { PgNotifications } from '../db/notifications';
+import { USAGE_CHANNEL, decodeUsageEvent } from './usage-wire';
 import type { UsageEvent } from './usage.types';
 
-/** An event before settlement: the settle statement adds the quota figures and the time. */
-export type UnsettledUsageEvent = Omit<UsageEvent, 'used' | 'remaining' | 'at' | 'totalTokens'>;
-
-/** Where settled requests are announced; subscribers filter by user. */
+/** Where settled requests are announced (the settle statement sends them, see QuotaService). */
 export interface UsageBus {
-  /** The NOTIFY the settle statement sends for this request (see QuotaService.settle). */
-  notice(event: UnsettledUsageEvent): SettlementNotice;
-  subscribe(): AsyncIterable<UsageEvent>;
-}
-
-/** The wire form: ids and numbers only, far below NOTIFY's 8000-byte limit. */
-interface WireEvent {
-  r: string;
-  u: string;
-  m: string;
-  p: number;
-  c: number;
-  used: number;
-  rem: number | null;
-  at: string;
-}
-
-function toWire(event: UnsettledUsageEvent): Omit<WireEvent, 'used' | 'rem' | 'at'> {
-  return {
-    r: event.requestId,
-    u: event.userId,
-    m: event.model.slice(0, 256),
-    p: event.promptTokens,
-    c: event.completionTokens,
-  };
-}
-
-function fromWire(text: string): UsageEvent | null {
-  const wire = JSON.parse(text) as Partial<WireEvent>;
-  if (typeof wire.r !== 'string' || typeof wire.u !== 'string' || typeof wire.p !== 'number' || typeof wire.c !== 'number') return null;
-  return {
-    requestId: wire.r,
-    userId: wire.u,
-    model: String(wire.m ?? ''),
-    promptTokens: wire.p,
-    completionTokens: wire.c,
-    totalTokens: wire.p + wire.c,
-    used: Number(wire.used ?? 0),
-    remaining: typeof wire.rem === 'number' ? wire.rem : null,
-    at: new Date(String(wire.at)),
-  };
+  /** One user's events, or with null every user's (for admins). */
+  subscribe(userId: string | null): AsyncIterableIterator<UsageEvent>;
 }
 
 /**
- * Usage events through PostgreSQL NOTIFY, sent by the settle statement itself, so an event
- * settled on any instance reaches subscribers on every instance, and exactly when its usage
- * record commits. The settling instance hears its own NOTIFY too: that is its only delivery
- * path, so no subscriber gets an event twice.
+ * Usage events through PostgreSQL NOTIFY, so an event settled on any instance reaches
+ * subscribers on every instance, exactly when its usage record commits. The settling instance
+ * hears its own NOTIFY too: that is its only delivery path, so no subscriber gets an event
+ * twice. Subscribers are indexed by user: an event visits its user's subscribers and the
+ * "everyone" set, not every subscriber of the instance.
  */
 export class PgUsageBus implements UsageBus {
-  private readonly subscribers = new Set<Subscriber<UsageEvent>>();
+  private readonly byUser = new Map<string, Set<Subscriber<UsageEvent>>>();
+  private readonly everyone = new Set<Subscriber<UsageEvent>>();
 
   constructor(notifications: PgNotifications) {
-    notifications.on(CHANNELS.usage, (payload) => {
-      const event = fromWire(payload);
+    notifications.on(USAGE_CHANNEL, (payload) => {
+      const event = decodeUsageEvent(payload);
       if (event === null) return;
-      for (const subscriber of this.subscribers) subscriber.push(event);
+      for (const subscriber of this.byUser.get(event.userId) ?? []) subscriber.push(event);
+      for (const subscriber of this.everyone) subscriber.push(event);
     });
   }
 
-  notice(event: UnsettledUsageEvent): SettlementNotice {
-    return { channel: CHANNELS.usage, payload: JSON.stringify(toWire(event)) };
+  /** Live subscriptions on this instance. */
+  get subscriberCount(): number {
+    let count = this.everyone.size;
+    for (const set of this.byUser.values()) count += set.size;
+    return count;
   }
 
-  subscribe(): AsyncIterable<UsageEvent> {
-    const subscriber = new Subscriber<UsageEvent>(() => this.subscribers.delete(subscriber));
-    this.subscribers.add(subscriber);
+  subscribe(userId: string | null): AsyncIterableIterator<UsageEvent> {
+    if (userId === null) {
+      const subscriber: Subscriber<UsageEvent> = new Subscriber(() => this.everyone.delete(subscriber));
+      this.everyone.add(subscriber);
+      return subscriber;
+    }
+    const set = this.byUser.get(userId) ?? new Set<Subscriber<UsageEvent>>();
+    this.byUser.set(userId, set);
+    const subscriber: Subscriber<UsageEvent> = new Subscriber(() => {
+      set.delete(subscriber);
+      if (set.size === 0 && this.byUser.get(userId) === set) this.byUser.delete(userId);
+    });
+    set.add(subscriber);
     return subscriber;
   }
 }

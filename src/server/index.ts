@@ -1,0 +1,76 @@
+import 'reflect-metadata';
+import type { MikroORM } from '@mikro-orm/postgresql';
+import { connectUpstream } from '../chat/upstream';
+import { systemClock, type Clock } from '../clock';
+import { redactUrl, type Config } from '../config';
+import { connectDatabase, migrate, whileHoldingStartLock } from '../db/connect';
+import { startEmbeddedPostgres } from '../db/embedded';
+import { PgNotifications } from '../db/notifications';
+import { createLogger, type Logger } from '../logger';
+import { startQuotaMaintenance } from '../quota/maintenance';
+import { createServices, type Services } from '../services';
+import { PgUsageBus } from '../usage/usage-bus';
+import { VERSION } from '../version';
+import { startHttp } from './http-server';
+import { Lifecycle } from './lifecycle';
+
+export interface GatewayServer {
+  /** http://host:port/graphql */
+  readonly url: string;
+  /** ws://host:port/graphql */
+  readonly wsUrl: string;
+  readonly origin: string;
+  readonly orm: MikroORM;
+  readonly services: Services;
+  /** Set when this start created the first admin; `generatedPassword` only when none was configured. */
+  readonly adminBootstrap: { email: string; generatedPassword: string | null } | null;
+  /** Drains in-flight requests, closes sockets, then releases the database and upstream. */
+  stop(): Promise<void>;
+}
+
+export interface ServerOptions {
+  log?: Logger;
+  /** Tests inject a clock to cross quota period boundaries. */
+  clock?: Clock;
+}
+
+/** The gateway, started step by step (see the log's `step` names); `stop` undoes them in reverse. */
+export function createServer(config: Config, options: ServerOptions = {}): Promise<GatewayServer> {
+  const log = options.log ?? createLogger(config);
+  const life = new Lifecycle(log);
+  return life.run(async () => {
+    const databaseUrl =
+      config.databaseUrl ?? (await life.step('embedded PostgreSQL', () => startEmbeddedPostgres(config.dataDir, log), (pg) => pg.stop())).url;
+    const { orm, db } = await life.step('database pools', () => connectDatabase(databaseUrl, config, log), (pools) => pools.close());
+    const upstream = await life.step('upstream', () => connectUpstream(config, log), (connection) => connection.close());
+    const notifications = await life.step(
+      'notification connection',
+      async () => {
+        const listening = new PgNotifications(databaseUrl, log);
+        await listening.start();
+        return listening;
+      },
+      (listening) => listening.stop(),
+    );
+    const services = createServices({
+      config,
+      log,
+      db,
+      clock: options.clock ?? systemClock,
+      upstream: upstream.upstream,
+      usageBus: new PgUsageBus(notifications),
+      serverInfo: { version: VERSION, upstreamBaseUrl: redactUrl(upstream.baseUrl), simulator: upstream.simulator !== null, environment: config.env },
+    });
+    const adminBootstrap = await life.step('migrations and first admin', () =>
+      whileHoldingStartLock(databaseUrl, async () => {
+        if (config.migrateOnStart) await migrate(orm, log);
+        return services.users.bootstrapAdmin();
+      }),
+    );
+    // The dummy hash, made now, so the first unknown-email sign-in costs what the others do.
+    await life.step('password hasher', () => services.auth.passwords.verifyDummy('warm-up'));
+    await life.step('quota maintenance', () => startQuotaMaintenance(services.quota, services.rateLimiter, log), (jobs) => jobs.stop());
+    const http = await life.step('HTTP and WebSocket', () => startHttp(config, services, notifications, log), (endpoint) => endpoint.stop());
+    return { url: http.url, wsUrl: http.wsUrl, origin: http.origin, orm, services, adminBootstrap, stop: () => life.stop() };
+  });
+}
