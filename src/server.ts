@@ -183,7 +183,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     await services.quota.reapExpired(orm.em.fork());
     const reaper = setInterval(() => {
       services.quota.reapExpired(orm.em.fork()).catch((error: unknown) => log.error({ err: error }, 'reservation reaper failed'));
-      services.rateLimiter.forgetOldWindows(orm.em.fork()).catch((error: unknown) => log.error({ err: error }, 'rate window cleanup failed'));
+      services.rateLimiter.forgetOldWindows().catch((error: unknown) => log.error({ err: error }, 'rate window cleanup failed'));
     }, 60_000);
     reaper.unref();
     cleanups.push(['reaper', async () => clearInterval(reaper)]);

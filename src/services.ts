@@ -51,7 +51,7 @@ export function createServices(deps: {
   // timeout, the reaper may safely give it back.
   const quota = new QuotaService(clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60);
   const upstream = new Upstream({ baseUrl: upstreamBaseUrl, apiKey: config.vllm.apiKey, timeoutMs: config.vllm.timeoutMs, log });
-  const rateLimiter = new RateLimiter(config.rateLimit);
+  const rateLimiter = new RateLimiter(config.rateLimit, deps.db);
   const chat = new ChatService(config, upstream, new PromptCounter(upstream, config.vllm.tiktokenMargin), quota, usageBus, rateLimiter, log);
   return {
     ...rest,

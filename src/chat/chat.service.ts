@@ -136,7 +136,7 @@ export class ChatService {
   async reserve(em: EntityManager, viewer: Viewer, request: ChatRequest, iface: ChatInterface): Promise<MeteredChat> {
     this.validateShape(request);
     // Before the prompt is counted: a user over the limit must not keep the tokenizer busy either.
-    await this.rateLimiter.admit(em, viewer.userId);
+    await this.rateLimiter.admit(viewer.userId);
     const model = await this.resolveModel(request.model);
     if (request.maxTokens !== null && request.maxTokens > model.maxModelLen) {
       throw new BadUserInputError(`maxTokens must be at most ${model.maxModelLen} for ${model.id}.`, 'maxTokens');
@@ -171,7 +171,7 @@ export class ChatService {
       modelCompletionLimit: completionLimit,
     });
     try {
-      await this.rateLimiter.holdTokens(em, viewer.userId, reservation.amount);
+      await this.rateLimiter.holdTokens(viewer.userId, reservation.amount);
     } catch (error) {
       await this.quota.release(em, reservation);
       throw error;
@@ -383,14 +383,14 @@ export class ChatService {
     // The minute's token count held the whole reservation; it keeps what was charged. The
     // charge is committed and announced (by the same statement) already: a failure here must not undo either.
     await this.rateLimiter
-      .adjust(em, metered.viewer.userId, settled.chargedTokens - metered.reservation.amount)
+      .adjust(metered.viewer.userId, settled.chargedTokens - metered.reservation.amount)
       .catch((error: unknown) => this.log.warn({ err: error }, 'could not adjust the rate window'));
     return settled;
   }
 
   async releaseMetered(em: EntityManager, metered: MeteredChat): Promise<void> {
     await this.quota.release(em, metered.reservation);
-    await this.rateLimiter.adjust(em, metered.viewer.userId, -metered.reservation.amount);
+    await this.rateLimiter.adjust(metered.viewer.userId, -metered.reservation.amount);
   }
 
   private upstreamBody(metered: MeteredChat): Omit<ChatCompletionCreateParamsBase, 'stream' | 'stream_options'> {
