@@ -65,7 +65,7 @@ export function createServices(deps: {
     upstream,
     chat,
     usageBus,
-    usage: new UsageService(usageBus, auth),
+    usage: new UsageService(usageBus, auth, deps.db),
     rateLimiter,
   };
 }
