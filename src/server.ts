@@ -174,7 +174,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
     cleanups.push(['upstream connections', () => services.upstream.close()]);
     let bootstrap;
     try {
-      bootstrap = await services.users.bootstrapAdmin(orm.em.fork());
+      bootstrap = await services.users.bootstrapAdmin();
     } finally {
       await startLock.release();
     }
@@ -218,7 +218,7 @@ export async function createServer(config: Config, options: ServerOptions = {}):
           const authorization = ctx.connectionParams?.authorization;
           let viewer: Viewer;
           try {
-            viewer = await services.auth.authenticate(orm.em.fork(), typeof authorization === 'string' ? authorization : null);
+            viewer = await services.auth.authenticate(typeof authorization === 'string' ? authorization : null);
           } catch {
             return false;
           }

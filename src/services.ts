@@ -46,7 +46,7 @@ export function createServices(deps: {
   usageBus: UsageBus;
 }): Services {
   const { config, log, clock, usageBus, upstreamBaseUrl, ...rest } = deps;
-  const auth = new AuthService(config, new PasswordHasher(config.passwordHash), log, deps.orm);
+  const auth = new AuthService(config, new PasswordHasher(config.passwordHash), log, deps.db);
   // A reservation outlives its request only if the process died; a minute past the upstream
   // timeout, the reaper may safely give it back.
   const quota = new QuotaService(clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60);
@@ -59,8 +59,8 @@ export function createServices(deps: {
     log,
     clock,
     auth,
-    apiKeys: new ApiKeyService(auth, log),
-    users: new UserService(config, auth, quota, log),
+    apiKeys: new ApiKeyService(auth, log, deps.db),
+    users: new UserService(config, auth, quota, log, deps.db),
     quota,
     upstream,
     chat,

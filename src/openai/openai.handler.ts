@@ -207,7 +207,7 @@ export class OpenAICompatibleEndpoint {
     const em = this.orm.em.fork();
     let viewer: Viewer | null = null;
     try {
-      viewer = await this.services.auth.authenticate(em, req.headers.authorization ?? null);
+      viewer = await this.services.auth.authenticate(req.headers.authorization ?? null);
       if (pathname === '/v1/models') {
         if (req.method !== 'GET') throw new OpenAIHttpError(405, { error: { message: 'Use GET.', type: 'invalid_request_error', param: null, code: null } });
         const models = await this.services.chat.models();
@@ -307,7 +307,7 @@ export class OpenAICompatibleEndpoint {
 
   private async secondsUntilQuotaReset(viewer: Viewer, error: unknown): Promise<number | null> {
     if (errorCodeOf(error) !== 'QUOTA_EXCEEDED') return null;
-    const user = await this.services.users.get(this.orm.em.fork(), viewer.userId);
+    const user = await this.services.users.get(viewer.userId);
     if (user === null || user.quotaPeriod === QuotaPeriod.NONE) return null;
     const { end } = periodBounds(user.quotaPeriod, this.services.clock.now());
     return end === null ? null : Math.max(1, Math.ceil((end.getTime() - this.services.clock.now().getTime()) / 1000));

@@ -1,5 +1,6 @@
 import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Clock } from '../clock';
+import type { Sql } from '../db/database';
 import { query, queryOne } from '../db/sql';
 import { QuotaExceededError, UnauthenticatedError } from '../errors';
 import type { Logger } from '../logger';
@@ -91,8 +92,8 @@ export class QuotaService {
     private readonly reservationTtlSeconds: number,
   ) {}
 
-  async openAccount(em: EntityManager, userId: string): Promise<void> {
-    await query(em, 'insert into quota_accounts (user_id) values (?) on conflict (user_id) do nothing', [userId]);
+  async openAccount(sql: Sql, userId: string): Promise<void> {
+    await sql.query('insert into quota_accounts (user_id) values ($1) on conflict (user_id) do nothing', [userId]);
   }
 
   /**
@@ -311,15 +312,14 @@ export class QuotaService {
   }
 
   /** After a change of quota period, `used` is recounted from the records of the new current period. */
-  async recountPeriod(em: EntityManager, userId: string, period: QuotaPeriod): Promise<void> {
+  async recountPeriod(sql: Sql, userId: string, period: QuotaPeriod): Promise<void> {
     const { start } = periodBounds(period, this.clock.now());
-    await query(
-      em,
-      `update quota_accounts set period_start = ?,
-              used = (select coalesce(sum(charged_tokens), 0) from usage_records where user_id = ? and created_at >= ?),
+    await sql.query(
+      `update quota_accounts set period_start = $2::timestamptz,
+              used = (select coalesce(sum(charged_tokens), 0) from usage_records where user_id = $1::uuid and created_at >= $2::timestamptz),
               updated_at = now()
-        where user_id = ?`,
-      [start, userId, start, userId],
+        where user_id = $1::uuid`,
+      [userId, start],
     );
   }
 
