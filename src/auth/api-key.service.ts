@@ -1,7 +1,7 @@
-import type { EntityManager } from '@mikro-orm/postgresql';
-import { query } from '../db/sql';
+import type { Database } from '../db/database';
 import { BadUserInputError, ForbiddenError } from '../errors';
 import type { Logger } from '../logger';
+import { isUuid } from '../rules';
 import { User } from '../users/user.entity';
 import { ApiKey } from './api-key.entity';
 import type { AuthService } from './auth.service';
@@ -15,14 +15,16 @@ export class ApiKeyService {
   constructor(
     private readonly auth: AuthService,
     private readonly log: Logger,
+    private readonly db: Database,
   ) {}
 
   /** Creates a key for the viewer; the secret is returned here and never again. */
-  async create(em: EntityManager, viewer: Viewer, name: string): Promise<{ apiKey: ApiKey; secret: string }> {
+  async create(viewer: Viewer, name: string): Promise<{ apiKey: ApiKey; secret: string }> {
     const trimmed = name.trim();
     if (trimmed === '' || trimmed.length > MAX_NAME_LENGTH) {
       throw new BadUserInputError(`The key needs a name of 1 to ${MAX_NAME_LENGTH} characters.`, 'name');
     }
+    const em = this.db.em();
     const active = await em.count(ApiKey, { user: viewer.userId, revokedAt: null });
     if (active >= MAX_ACTIVE_KEYS) throw new BadUserInputError(`At most ${MAX_ACTIVE_KEYS} active keys per user; revoke one first.`, 'name');
     const { secret, prefix } = newApiKey();
@@ -36,18 +38,21 @@ export class ApiKeyService {
     return { apiKey, secret };
   }
 
-  list(em: EntityManager, viewer: Viewer): Promise<ApiKey[]> {
-    return em.find(ApiKey, { user: viewer.userId }, { orderBy: { createdAt: 'desc', id: 'desc' } });
+  list(viewer: Viewer): Promise<ApiKey[]> {
+    return this.db.em().find(ApiKey, { user: viewer.userId }, { orderBy: { createdAt: 'desc', id: 'desc' } });
   }
 
   /** Revokes one of the viewer's keys (an admin may revoke anyone's). False when already revoked. */
-  async revoke(em: EntityManager, viewer: Viewer, id: string): Promise<boolean> {
-    const apiKey = /^[0-9a-f-]{36}$/i.test(id) ? await em.findOne(ApiKey, { id }) : null;
-    if (apiKey === null) throw new BadUserInputError('No API key has this id.', 'id');
-    if (apiKey.user.id !== viewer.userId && viewer.role !== 'ADMIN') throw new ForbiddenError('This API key is not yours.');
-    const revoked = await query(em, 'update api_keys set revoked_at = now() where id = ? and revoked_at is null returning id', [id]);
-    if (revoked.length > 0) await this.auth.credentialsChanged(em, apiKey.user.id, id);
-    if (revoked.length > 0) this.log.info({ event: 'api_key_revoked', apiKeyId: id, by: viewer.userId }, 'API key revoked');
-    return revoked.length > 0;
+  async revoke(viewer: Viewer, id: string): Promise<boolean> {
+    const apiKey = isUuid(id) ? await this.db.one<{ user_id: string }>('select user_id from api_keys where id = $1', [id]) : undefined;
+    if (apiKey === undefined) throw new BadUserInputError('No API key has this id.', 'id');
+    if (apiKey.user_id !== viewer.userId && viewer.role !== 'ADMIN') throw new ForbiddenError('This API key is not yours.');
+    const revoked = await this.db.transaction(async (tx) => {
+      const rows = await tx.query('update api_keys set revoked_at = now() where id = $1 and revoked_at is null returning id', [id]);
+      if (rows.length > 0) await this.auth.credentialsChanged(tx, apiKey.user_id, id);
+      return rows.length > 0;
+    });
+    if (revoked) this.log.info({ event: 'api_key_revoked', apiKeyId: id, by: viewer.userId }, 'API key revoked');
+    return revoked;
   }
 }

@@ -18,7 +18,7 @@ export function applyAuthDirective(schema: GraphQLSchema): GraphQLSchema {
       const required = (directive.role as Role | undefined) ?? Role.USER;
 
       const guard = async (ctx: GraphQLContext): Promise<void> => {
-        ctx.viewer ??= await ctx.services.auth.authenticate(ctx.em, ctx.authorization);
+        ctx.viewer ??= await ctx.services.auth.authenticate(ctx.authorization);
         ctx.services.auth.assertRole(ctx.viewer, required);
       };
       const guarded = (inner: Resolver): Resolver =>

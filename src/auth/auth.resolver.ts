@@ -12,7 +12,7 @@ export class AuthResolver {
     @Arg('password', () => String) password: string,
     @Ctx() ctx: GraphQLContext,
   ): Promise<IssuedTokens> {
-    const issued = await ctx.services.auth.login(ctx.em, email, password, ctx.clientAddress);
+    const issued = await ctx.services.auth.login(email, password, ctx.clientAddress);
     // The rest of this answer (the user's usage) is read as the user who just signed in.
     ctx.viewer = issued.viewer;
     return issued;
@@ -20,14 +20,14 @@ export class AuthResolver {
 
   @Mutation(() => AuthPayload, { description: 'Rotates the refresh token: the one given stops working.' })
   async refresh(@Arg('refreshToken', () => String) refreshToken: string, @Ctx() ctx: GraphQLContext): Promise<IssuedTokens> {
-    const issued = await ctx.services.auth.refresh(ctx.em, refreshToken);
+    const issued = await ctx.services.auth.refresh(refreshToken);
     ctx.viewer = issued.viewer;
     return issued;
   }
 
   @Mutation(() => Boolean, { description: 'Ends the session of this refresh token; false if it had already ended.' })
   logout(@Arg('refreshToken', () => String) refreshToken: string, @Ctx() ctx: GraphQLContext) {
-    return ctx.services.auth.logout(ctx.em, refreshToken);
+    return ctx.services.auth.logout(refreshToken);
   }
 
   @Directive('@auth')
@@ -37,25 +37,25 @@ export class AuthResolver {
     @Arg('newPassword', () => String) newPassword: string,
     @Ctx() ctx: GraphQLContext,
   ): Promise<boolean> {
-    await ctx.services.auth.changePassword(ctx.em, viewerOf(ctx), currentPassword, newPassword, ctx.clientAddress);
+    await ctx.services.auth.changePassword(viewerOf(ctx), currentPassword, newPassword, ctx.clientAddress);
     return true;
   }
 
   @Directive('@auth')
   @Mutation(() => CreatedApiKey, { description: 'The secret is in this answer only.' })
   createApiKey(@Arg('name', () => String) name: string, @Ctx() ctx: GraphQLContext) {
-    return ctx.services.apiKeys.create(ctx.em, viewerOf(ctx), name);
+    return ctx.services.apiKeys.create(viewerOf(ctx), name);
   }
 
   @Directive('@auth')
   @Mutation(() => Boolean, { description: 'False when the key was already revoked.' })
   revokeApiKey(@Arg('id', () => ID) id: string, @Ctx() ctx: GraphQLContext) {
-    return ctx.services.apiKeys.revoke(ctx.em, viewerOf(ctx), id);
+    return ctx.services.apiKeys.revoke(viewerOf(ctx), id);
   }
 
   @Directive('@auth')
   @Query(() => [ApiKeyType], { description: 'Your own keys, newest first, revoked ones included.' })
   apiKeys(@Ctx() ctx: GraphQLContext) {
-    return ctx.services.apiKeys.list(ctx.em, viewerOf(ctx));
+    return ctx.services.apiKeys.list(viewerOf(ctx));
   }
 }

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import type { EntityManager, MikroORM } from '@mikro-orm/postgresql';
 import type { Config } from '../config';
+import type { Database, Sql } from '../db/database';
 import { CHANNELS, notify } from '../db/notifications';
-import { query, queryOne } from '../db/sql';
 import { BadUserInputError, ForbiddenError, UnauthenticatedError } from '../errors';
 import type { Logger } from '../logger';
+import { normalizeEmail, passwordLength } from '../rules';
 import { Role, User } from '../users/user.entity';
 import { AuthStateCache, type ApiKeyAuthState, type UserAuthState } from './auth-state-cache';
 import { LoginThrottle } from './login-throttle';
@@ -39,10 +39,6 @@ interface SessionRow extends UserAuthRow {
 
 const ROLE_RANK: Record<Role, number> = { [Role.USER]: 0, [Role.ADMIN]: 1 };
 
-export function normalizeEmail(email: string): string {
-  return email.trim().toLowerCase();
-}
-
 /** Sign-in, sessions and the verification behind `@auth`. */
 export class AuthService {
   readonly accessTokens: AccessTokens;
@@ -53,22 +49,21 @@ export class AuthService {
     private readonly config: Config,
     readonly passwords: PasswordHasher,
     private readonly log: Logger,
-    /** For checks outside a request (live events, socket rechecks), which have no entity manager. */
-    private readonly orm: MikroORM,
+    private readonly db: Database,
   ) {
     this.accessTokens = new AccessTokens(config.jwt);
-    this.throttle = new LoginThrottle(config.login);
+    this.throttle = new LoginThrottle(config.login, db);
   }
 
   /**
    * Announces that a user's credentials changed (role, status, password) or that one of
    * their keys was revoked: this instance forgets its cached state now, every instance on
-   * NOTIFY (delivered when `em`'s transaction commits).
+   * NOTIFY (delivered when the transaction `sql` belongs to commits).
    */
-  async credentialsChanged(em: EntityManager, userId: string, apiKeyId: string | null = null): Promise<void> {
+  async credentialsChanged(sql: Sql, userId: string, apiKeyId: string | null = null): Promise<void> {
     this.cache.invalidateUser(userId);
     if (apiKeyId !== null) this.cache.invalidateApiKey(apiKeyId);
-    await notify(em, CHANNELS.auth, { userId, apiKeyId });
+    await notify(sql, CHANNELS.auth, { userId, apiKeyId });
   }
 
   /** A credentials-change notification from any instance; returns whose credentials changed. */
@@ -94,122 +89,132 @@ export class AuthService {
    * The viewer's user as it is now, or null when the credential no longer holds (expired,
    * user disabled, tokenVersion bumped, API key revoked). Cached, so it can run per event.
    */
-  async currentState(viewer: Viewer, em?: EntityManager): Promise<UserAuthState | null> {
+  async currentState(viewer: Viewer): Promise<UserAuthState | null> {
     if (viewer.expiresAt !== null && viewer.expiresAt.getTime() <= Date.now()) return null;
-    const fork = em ?? this.orm.em.fork();
-    const user = await this.loadUserState(fork, viewer.userId);
+    const user = await this.loadUserState(viewer.userId);
     if (user === null || user.disabled) return null;
     if (viewer.via === 'access-token' && user.tokenVersion !== viewer.tokenVersion) return null;
     if (viewer.via === 'api-key' && viewer.apiKeyId !== null && this.cache.apiKeyById(viewer.apiKeyId) === undefined) {
-      const key = await queryOne<{ id: string }>(fork, 'select id from api_keys where id = ? and revoked_at is null', [viewer.apiKeyId]);
+      const key = await this.db.one<{ id: string }>('select id from api_keys where id = $1 and revoked_at is null', [viewer.apiKeyId]);
       if (key === undefined) return null;
     }
     return user;
   }
 
-  private loadUserState(em: EntityManager, userId: string): Promise<UserAuthState | null> {
+  private loadUserState(userId: string): Promise<UserAuthState | null> {
     return this.cache.user(userId, async () => {
-      const row = await queryOne<UserAuthRow>(em, 'select id, email, role, disabled, token_version from users where id = ?', [userId]);
+      const row = await this.db.one<UserAuthRow>('select id, email, role, disabled, token_version from users where id = $1', [userId]);
       return row === undefined
         ? null
         : { id: row.id, email: row.email, role: row.role, disabled: row.disabled, tokenVersion: row.token_version };
     });
   }
 
-  async login(em: EntityManager, email: string, password: string, clientAddress: string): Promise<IssuedTokens> {
+  async login(email: string, password: string, clientAddress: string): Promise<IssuedTokens> {
     const normalized = normalizeEmail(email);
     const subjects = {
       account: LoginThrottle.accountSubject(normalized),
       address: LoginThrottle.addressSubject(clientAddress),
     };
-    await this.throttle.attempt(em, subjects);
+    await this.throttle.attempt(subjects);
 
-    const user = await em.findOne(User, { email: normalized }, { populate: ['passwordHash'] });
+    const user = await this.db.em().findOne(User, { email: normalized }, { populate: ['passwordHash'] });
     const passwordMatches =
-      user === null || [...password].length > 1024
+      user === null || passwordLength(password) > 1024
         ? await this.passwords.verifyDummy(password)
         : await this.passwords.verify(user.passwordHash, password);
     if (user === null || !passwordMatches || user.disabled) {
       this.log.info({ event: 'login_failed', clientAddress }, 'sign-in refused');
       throw new UnauthenticatedError('Wrong email or password.');
     }
-    await this.throttle.succeeded(em, subjects);
-    if (this.passwords.needsRehash(user.passwordHash)) {
-      user.passwordHash = await this.passwords.hash(password);
-      await em.flush();
-    }
+    const rehashed = this.passwords.needsRehash(user.passwordHash) ? await this.passwords.hash(password) : null;
+    const issued = await this.db.transaction(async (tx) => {
+      await this.throttle.succeeded(tx, subjects);
+      if (rehashed !== null) await tx.query('update users set password_hash = $2, updated_at = now() where id = $1', [user.id, rehashed]);
+      return this.startSession(tx, user, randomUUID());
+    });
     this.log.info({ event: 'login', userId: user.id }, 'signed in');
-    return this.startSession(em, user, randomUUID());
+    return issued;
   }
 
   /** Rotates a refresh token. Presenting one that was already rotated ends its whole family. */
-  async refresh(em: EntityManager, refreshToken: string): Promise<IssuedTokens> {
-    const session = await this.findSession(em, refreshToken);
+  async refresh(refreshToken: string): Promise<IssuedTokens> {
+    const session = await this.findSession(refreshToken);
     if (session === undefined || session.revoked_at !== null) throw new UnauthenticatedError('The refresh token is not valid.');
     if (session.replaced_at !== null) {
-      await this.revokeFamily(em, session.family_id);
+      await this.revokeFamily(this.db, session.family_id);
       this.log.warn({ event: 'refresh_reuse', userId: session.id, familyId: session.family_id }, 'refresh token reused: session family revoked');
       throw new UnauthenticatedError('The refresh token is not valid.');
     }
     if (new Date(session.expires_at) <= new Date() || session.disabled || session.session_token_version !== session.token_version) {
       throw new UnauthenticatedError('The refresh token is not valid.');
     }
-    // Only one of two concurrent refreshes with the same token wins; the loser is treated as reuse.
-    const rotated = await query(em, 'update refresh_sessions set replaced_at = now() where id = ? and replaced_at is null and revoked_at is null returning id', [
-      session.session_id,
-    ]);
-    if (rotated.length === 0) {
-      await this.revokeFamily(em, session.family_id);
-      throw new UnauthenticatedError('The refresh token is not valid.');
-    }
-    const user = await em.findOneOrFail(User, { id: session.id });
-    return this.startSession(em, user, session.family_id);
+    const user = await this.db.em().findOneOrFail(User, { id: session.id });
+    // Only one of two concurrent refreshes with the same token wins (the row lock orders
+    // them); the loser is treated as reuse, and its revocation of the family is kept.
+    const issued = await this.db.transaction(async (tx) => {
+      const rotated = await tx.query(
+        'update refresh_sessions set replaced_at = now() where id = $1 and replaced_at is null and revoked_at is null returning id',
+        [session.session_id],
+      );
+      if (rotated.length === 0) {
+        await this.revokeFamily(tx, session.family_id);
+        return null;
+      }
+      return this.startSession(tx, user, session.family_id);
+    });
+    if (issued === null) throw new UnauthenticatedError('The refresh token is not valid.');
+    return issued;
   }
 
   /** Ends the session the refresh token belongs to; false when the token is unknown or already ended. */
-  async logout(em: EntityManager, refreshToken: string): Promise<boolean> {
-    const session = await this.findSession(em, refreshToken);
+  async logout(refreshToken: string): Promise<boolean> {
+    const session = await this.findSession(refreshToken);
     if (session === undefined || session.revoked_at !== null) return false;
-    await this.revokeFamily(em, session.family_id);
+    await this.revokeFamily(this.db, session.family_id);
     return true;
   }
 
-  async changePassword(em: EntityManager, viewer: Viewer, currentPassword: string, newPassword: string, clientAddress: string): Promise<void> {
+  async changePassword(viewer: Viewer, currentPassword: string, newPassword: string, clientAddress: string): Promise<void> {
     assertPasswordPolicy(newPassword, 'newPassword');
     const subjects = {
       account: LoginThrottle.accountSubject(viewer.email),
       address: LoginThrottle.addressSubject(clientAddress),
     };
-    await this.throttle.attempt(em, subjects);
-    const user = await em.findOneOrFail(User, { id: viewer.userId }, { populate: ['passwordHash'] });
+    await this.throttle.attempt(subjects);
+    const user = await this.db.em().findOneOrFail(User, { id: viewer.userId }, { populate: ['passwordHash'] });
     if (!(await this.passwords.verify(user.passwordHash, currentPassword))) {
       throw new BadUserInputError('The current password is wrong.', 'currentPassword');
     }
-    await this.throttle.succeeded(em, subjects);
-    user.passwordHash = await this.passwords.hash(newPassword);
-    user.tokenVersion += 1;
-    await em.flush();
-    await this.revokeAllSessions(em, user.id);
-    await this.credentialsChanged(em, user.id);
+    const passwordHash = await this.passwords.hash(newPassword);
+    await this.db.transaction(async (tx) => {
+      await this.throttle.succeeded(tx, subjects);
+      await tx.query('update users set password_hash = $2, token_version = token_version + 1, updated_at = now() where id = $1', [
+        user.id,
+        passwordHash,
+      ]);
+      await this.revokeAllSessions(tx, user.id);
+      await this.credentialsChanged(tx, user.id);
+    });
     this.log.info({ event: 'password_changed', userId: user.id }, 'password changed; every session ended');
   }
 
-  async revokeAllSessions(em: EntityManager, userId: string): Promise<void> {
-    await query(em, 'update refresh_sessions set revoked_at = now() where user_id = ? and revoked_at is null', [userId]);
+  async revokeAllSessions(sql: Sql, userId: string): Promise<void> {
+    await sql.query('update refresh_sessions set revoked_at = now() where user_id = $1 and revoked_at is null', [userId]);
   }
 
   /**
    * Verifies `Authorization: Bearer <access token | API key>` against the database's current
    * state: a bumped tokenVersion, a disabled user or a revoked key fail at once, not at expiry.
    */
-  async authenticate(em: EntityManager, authorization: string | null): Promise<Viewer> {
+  async authenticate(authorization: string | null): Promise<Viewer> {
     const credential = bearerCredential(authorization);
     if (credential === null) throw new UnauthenticatedError('Sign in first: send Authorization: Bearer <access token or API key>.');
-    if (credential.startsWith(API_KEY_PREFIX)) return this.authenticateApiKey(em, credential);
+    if (credential.startsWith(API_KEY_PREFIX)) return this.authenticateApiKey(credential);
 
     const claims = this.accessTokens.verify(credential);
     if (claims === null) throw new UnauthenticatedError('The access token is invalid or expired.');
-    const user = await this.loadUserState(em, claims.userId);
+    const user = await this.loadUserState(claims.userId);
     if (user?.disabled === true) throw new UnauthenticatedError('This account is disabled.', 'USER_DISABLED');
     if (user === null || user.tokenVersion !== claims.tokenVersion) {
       throw new UnauthenticatedError('The access token is no longer valid.');
@@ -221,33 +226,32 @@ export class AuthService {
     if (ROLE_RANK[viewer.role] < ROLE_RANK[required]) throw new ForbiddenError(`This needs the ${required} role.`);
   }
 
-  private async authenticateApiKey(em: EntityManager, secret: string): Promise<Viewer> {
-    const key = await this.cache.apiKey(sha256(secret), async (): Promise<ApiKeyAuthState | null> => {
-      const row = await queryOne<{ id: string; user_id: string; last_used_at: Date | null }>(
-        em,
-        'select id, user_id, last_used_at from api_keys where key_hash = ? and revoked_at is null',
-        [sha256(secret)],
+  private async authenticateApiKey(secret: string): Promise<Viewer> {
+    const hash = sha256(secret);
+    const key = await this.cache.apiKey(hash, async (): Promise<ApiKeyAuthState | null> => {
+      const row = await this.db.one<{ id: string; user_id: string; last_used_at: Date | null }>(
+        'select id, user_id, last_used_at from api_keys where key_hash = $1 and revoked_at is null',
+        [hash],
       );
       return row === undefined ? null : { keyId: row.id, userId: row.user_id, lastUsedAt: row.last_used_at };
     });
-    const user = key === null ? null : await this.loadUserState(em, key.userId);
+    const user = key === null ? null : await this.loadUserState(key.userId);
     if (user?.disabled === true) throw new UnauthenticatedError('This account is disabled.', 'USER_DISABLED');
     if (key === null || user === null) throw new UnauthenticatedError('The API key is invalid or revoked.');
     // Written at most about once a minute per key (as the cache expires), off the request's path.
     if (key.lastUsedAt === null || Date.now() - new Date(key.lastUsedAt).getTime() > 60_000) {
-      query(em.fork(), 'update api_keys set last_used_at = now() where id = ? and (last_used_at is null or last_used_at < now() - interval \'1 minute\')', [key.keyId]).catch(
-        (error: unknown) => this.log.warn({ err: error }, 'could not record API key use'),
-      );
+      this.db
+        .query("update api_keys set last_used_at = now() where id = $1 and (last_used_at is null or last_used_at < now() - interval '1 minute')", [key.keyId])
+        .catch((error: unknown) => this.log.warn({ err: error }, 'could not record API key use'));
     }
     return viewerFrom(user, { via: 'api-key', apiKeyId: key.keyId, expiresAt: null });
   }
 
-  private async startSession(em: EntityManager, user: User, familyId: string): Promise<IssuedTokens> {
+  private async startSession(sql: Sql, user: User, familyId: string): Promise<IssuedTokens> {
     const refreshToken = newRefreshToken();
-    await query(
-      em,
+    await sql.query(
       `insert into refresh_sessions (id, user_id, family_id, token_hash, token_version, expires_at)
-       values (?, ?, ?, ?, ?, now() + make_interval(secs => ?))`,
+       values ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))`,
       [randomUUID(), user.id, familyId, sha256(refreshToken), user.tokenVersion, this.config.jwt.refreshTtlSeconds],
     );
     const access = this.accessTokens.sign(user.id, user.tokenVersion);
@@ -258,19 +262,18 @@ export class AuthService {
     return { accessToken: access.token, refreshToken, expiresAt: access.expiresAt, user, viewer };
   }
 
-  private findSession(em: EntityManager, refreshToken: string): Promise<SessionRow | undefined> {
-    return queryOne<SessionRow>(
-      em,
+  private findSession(refreshToken: string): Promise<SessionRow | undefined> {
+    return this.db.one<SessionRow>(
       `select s.id as session_id, s.family_id, s.token_version as session_token_version, s.expires_at, s.replaced_at, s.revoked_at,
               u.id, u.email, u.role, u.disabled, u.token_version
          from refresh_sessions s join users u on u.id = s.user_id
-        where s.token_hash = ?`,
+        where s.token_hash = $1`,
       [sha256(refreshToken)],
     );
   }
 
-  private async revokeFamily(em: EntityManager, familyId: string): Promise<void> {
-    await query(em, 'update refresh_sessions set revoked_at = now() where family_id = ? and revoked_at is null', [familyId]);
+  private async revokeFamily(sql: Sql, familyId: string): Promise<void> {
+    await sql.query('update refresh_sessions set revoked_at = now() where family_id = $1 and revoked_at is null', [familyId]);
   }
 }
 

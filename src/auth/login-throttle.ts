@@ -1,6 +1,5 @@
-import type { EntityManager } from '@mikro-orm/postgresql';
 import type { Config } from '../config';
-import { query, queryOne } from '../db/sql';
+import type { Database, Sql } from '../db/database';
 import { RateLimitedError } from '../errors';
 
 interface ThrottleRow {
@@ -18,7 +17,10 @@ interface ThrottleRow {
  * capped, so a locked-out victim waits minutes, not forever.
  */
 export class LoginThrottle {
-  constructor(private readonly config: Config['login']) {}
+  constructor(
+    private readonly config: Config['login'],
+    private readonly db: Database,
+  ) {}
 
   static accountSubject(email: string): string {
     return `account:${email}`;
@@ -29,21 +31,20 @@ export class LoginThrottle {
   }
 
   /** Records an attempt for each subject, or throws RATE_LIMITED when any is locked. */
-  async attempt(em: EntityManager, subjects: { account: string; address: string }): Promise<void> {
-    await em.transactional(async (tx) => {
+  async attempt(subjects: { account: string; address: string }): Promise<void> {
+    await this.db.transaction(async (tx) => {
       const limits: [string, number][] = [
         [subjects.account, this.config.maxFailuresPerAccount],
         [subjects.address, this.config.maxFailuresPerAddress],
       ];
       for (const [subject] of limits) {
-        await query(tx, 'insert into login_throttle (subject) values (?) on conflict (subject) do nothing', [subject]);
+        await tx.query('insert into login_throttle (subject) values ($1) on conflict (subject) do nothing', [subject]);
       }
       let retryAfter = 0;
       const updates: [string, number, Date | null][] = [];
       for (const [subject, max] of limits) {
-        const row = await queryOne<ThrottleRow>(
-          tx,
-          'select failures, last_failure_at, locked_until, now() as now from login_throttle where subject = ? for update',
+        const row = await tx.one<ThrottleRow>(
+          'select failures, last_failure_at, locked_until, now() as now from login_throttle where subject = $1 for update',
           [subject],
         );
         if (row === undefined) continue;
@@ -61,10 +62,10 @@ export class LoginThrottle {
         throw new RateLimitedError('Too many sign-in attempts. Try again later.', retryAfter);
       }
       for (const [subject, failures, lockedUntil] of updates) {
-        await query(tx, 'update login_throttle set failures = ?, last_failure_at = now(), locked_until = ? where subject = ?', [
+        await tx.query('update login_throttle set failures = $2, last_failure_at = now(), locked_until = $3 where subject = $1', [
+          subject,
           failures,
           lockedUntil,
-          subject,
         ]);
       }
     });
@@ -74,11 +75,15 @@ export class LoginThrottle {
    * After a correct password: the account starts afresh, the address gets its attempt back.
    * `attempt` counted this sign-in before the password was checked, and when it was the one
    * that reached the limit it also set the lock: both are undone, or a success would lock its
-   * own address. (A locked address never gets here: `attempt` refuses it first.)
+   * own address. (A locked address never gets here: `attempt` refuses it first.) One
+   * statement, so both rows change together wherever `sql` runs (the caller's transaction).
    */
-  async succeeded(em: EntityManager, subjects: { account: string; address: string }): Promise<void> {
-    await query(em, 'delete from login_throttle where subject = ?', [subjects.account]);
-    await query(em, 'update login_throttle set failures = greatest(failures - 1, 0), locked_until = null where subject = ?', [subjects.address]);
+  async succeeded(sql: Sql, subjects: { account: string; address: string }): Promise<void> {
+    await sql.query(
+      `with account as (delete from login_throttle where subject = $1)
+       update login_throttle set failures = greatest(failures - 1, 0), locked_until = null where subject = $2`,
+      [subjects.account, subjects.address],
+    );
   }
 
   private lockSeconds(excessFailures: number): number {

@@ -1,19 +1,12 @@
 import argon2 from 'argon2';
 import { BadUserInputError } from '../errors';
 import type { Config } from '../config';
+import { passwordProblem } from '../rules';
 
-export const PASSWORD_MIN_LENGTH = 12;
-export const PASSWORD_MAX_LENGTH = 256;
-
-/** 12 to 256 characters, any characters; counted as the user sees them, never truncated. */
+/** The shared password rule, as the error a GraphQL argument gets; never truncated. */
 export function assertPasswordPolicy(password: string, field = 'password'): void {
-  const length = [...password].length;
-  if (length < PASSWORD_MIN_LENGTH) {
-    throw new BadUserInputError(`The password must be at least ${PASSWORD_MIN_LENGTH} characters.`, field);
-  }
-  if (length > PASSWORD_MAX_LENGTH) {
-    throw new BadUserInputError(`The password must be at most ${PASSWORD_MAX_LENGTH} characters.`, field);
-  }
+  const problem = passwordProblem(password);
+  if (problem !== null) throw new BadUserInputError(`The password ${problem}.`, field);
 }
 
 export class PasswordHasher {

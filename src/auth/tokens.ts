@@ -1,9 +1,9 @@
 import { createHash, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import jwt from 'jsonwebtoken';
 import type { Config } from '../config';
+import { isUuid } from '../rules';
 
 export const API_KEY_PREFIX = 'sk-';
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const API_KEY_SHOWN_CHARACTERS = 10;
 
 export interface AccessClaims {
@@ -65,7 +65,7 @@ export class AccessTokens {
     if (typeof payload === 'string') return null;
     const { typ, tv, sub, exp } = payload as jwt.JwtPayload & { typ?: unknown; tv?: unknown };
     // `sub` must be a user id: anything else would reach the database as a malformed uuid.
-    if (typ !== 'access' || typeof sub !== 'string' || !UUID.test(sub) || typeof exp !== 'number' || !Number.isSafeInteger(tv)) return null;
+    if (typ !== 'access' || typeof sub !== 'string' || !isUuid(sub) || typeof exp !== 'number' || !Number.isSafeInteger(tv)) return null;
     return { userId: sub, tokenVersion: tv as number, expiresAt: new Date(exp * 1000) };
   }
 }

@@ -1,7 +1,6 @@
-import type { EntityManager } from '@mikro-orm/postgresql';
 import { Client } from 'pg';
 import type { Logger } from '../logger';
-import { query } from './sql';
+import type { Sql } from './database';
 
 /** NOTIFY's payload limit is 8000 bytes; ours carry ids and numbers and stay far below. */
 const MAX_PAYLOAD_BYTES = 7900;
@@ -132,9 +131,9 @@ export class PgNotifications {
   }
 }
 
-/** Sends a notification on the entity manager's connection: inside its transaction, it is delivered on commit. */
-export async function notify(em: EntityManager, channel: string, payload: object): Promise<void> {
+/** Sends a notification where `sql` runs: inside a transaction, it is delivered on commit. */
+export async function notify(sql: Sql, channel: string, payload: object): Promise<void> {
   const text = JSON.stringify(payload);
   if (Buffer.byteLength(text) > MAX_PAYLOAD_BYTES) throw new Error(`notification on ${channel} is too large`);
-  await query(em, 'select pg_notify(?, ?)', [channel, text]);
+  await sql.query('select pg_notify($1, $2)', [channel, text]);
 }

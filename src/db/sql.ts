@@ -31,7 +31,8 @@ function preparedStatement(sql: string): { name: string; text: string } {
   let statement = prepared.get(sql);
   if (statement === undefined) {
     let index = 0;
-    statement = { name: `gw_${prepared.size + 1}`, text: sql.replace(/\?/g, () => `$${++index}`) };
+    // Not `gw_`: `Database` names its statements so, on the same pool's connections.
+    statement = { name: `legacy_${prepared.size + 1}`, text: sql.replace(/\?/g, () => `$${++index}`) };
     prepared.set(sql, statement);
   }
   return statement;

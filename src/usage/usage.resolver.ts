@@ -16,7 +16,7 @@ export class UsageResolver {
     @Arg('first', () => Int, { nullable: true, description: '1 to 500; 50 when omitted.' }) first?: number | null,
     @Arg('after', () => String, { nullable: true }) after?: string | null,
   ): Promise<UsageRecordConnection> {
-    return ctx.services.usage.history(ctx.em, viewerOf(ctx), { userId, from, to, first, after });
+    return ctx.services.usage.history(viewerOf(ctx), { userId, from, to, first, after });
   }
 
   @Directive('@auth')
@@ -28,7 +28,7 @@ export class UsageResolver {
     @Arg('from', () => DateTimeResolver, { nullable: true }) from?: Date | null,
     @Arg('to', () => DateTimeResolver, { nullable: true }) to?: Date | null,
   ): Promise<UsageBucket[]> {
-    return ctx.services.usage.summary(ctx.em, viewerOf(ctx), { userId, from, to }, groupBy);
+    return ctx.services.usage.summary(viewerOf(ctx), { userId, from, to }, groupBy);
   }
 
   @Directive('@auth')

@@ -1,10 +1,10 @@
-import type { EntityManager } from '@mikro-orm/postgresql';
 import { hookIterator } from '../async-iterator';
 import type { AuthService } from '../auth/auth.service';
 import type { Viewer } from '../auth/viewer';
-import { query } from '../db/sql';
+import type { Database } from '../db/database';
 import { BadUserInputError, ForbiddenError } from '../errors';
 import { decodeKeysetCursor, encodeKeysetCursor } from '../graphql/pagination';
+import { isUuid } from '../rules';
 import { Role } from '../users/user.entity';
 import type { UsageBus } from './usage-bus';
 import { UsageGrouping, type UsageBucket, type UsageEvent, type UsageRecord, type UsageRecordConnection } from './usage.types';
@@ -13,7 +13,6 @@ const DEFAULT_PAGE_SIZE = 50;
 const MAX_PAGE_SIZE = 500;
 const MAX_SUMMARY_BUCKETS = 1000;
 const RECORD_ID = /^\d{1,19}$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface UsageRange {
   userId?: string | null;
@@ -43,25 +42,27 @@ export class UsageService {
   constructor(
     private readonly bus: UsageBus,
     private readonly auth: AuthService,
+    private readonly db: Database,
   ) {}
 
   /** The user whose usage is asked for: yourself, or anyone for an admin. */
   targetUserId(viewer: Viewer, userId: string | null | undefined): string {
     if (userId == null || userId === viewer.userId) return viewer.userId;
     if (viewer.role !== Role.ADMIN) throw new ForbiddenError("Only admins can see other users' usage.");
-    if (!UUID.test(userId)) throw new BadUserInputError('userId is not a user id.', 'userId');
+    if (!isUuid(userId)) throw new BadUserInputError('userId is not a user id.', 'userId');
     return userId;
   }
 
+  /** The range's conditions, numbered after the parameters already in `params`, which it extends. */
   private rangeFilter(range: UsageRange, params: unknown[]): string {
     const filters: string[] = [];
     if (range.from != null) {
-      filters.push('created_at >= ?');
       params.push(range.from);
+      filters.push(`created_at >= $${params.length}::timestamptz`);
     }
     if (range.to != null) {
-      filters.push('created_at < ?');
       params.push(range.to);
+      filters.push(`created_at < $${params.length}::timestamptz`);
     }
     if (range.from != null && range.to != null && range.from > range.to) {
       throw new BadUserInputError('from must not be after to.', 'from');
@@ -70,28 +71,28 @@ export class UsageService {
   }
 
   /** Newest first, by keyset on (created_at, id): served by the (user_id, created_at, id) index. */
-  async history(em: EntityManager, viewer: Viewer, range: UsageRange & { first?: number | null; after?: string | null }): Promise<UsageRecordConnection> {
+  async history(viewer: Viewer, range: UsageRange & { first?: number | null; after?: string | null }): Promise<UsageRecordConnection> {
     const userId = this.targetUserId(viewer, range.userId);
     const first = range.first ?? DEFAULT_PAGE_SIZE;
     if (!Number.isInteger(first) || first < 0 || first > MAX_PAGE_SIZE) {
       throw new BadUserInputError(`first must be from 0 to ${MAX_PAGE_SIZE}.`, 'first');
     }
     const params: unknown[] = [userId];
-    let where = `user_id = ?${this.rangeFilter(range, params)}`;
+    let where = `user_id = $1${this.rangeFilter(range, params)}`;
     if (range.after != null) {
       const [time, id] = decodeKeysetCursor(range.after, RECORD_ID);
-      where += ' and (created_at, id) < (?::timestamptz, ?::bigint)';
       params.push(time, id);
+      where += ` and (created_at, id) < ($${params.length - 1}::timestamptz, $${params.length}::bigint)`;
     }
-    const rows = await query<RecordRow>(
-      em,
+    params.push(first + 1);
+    const rows = await this.db.query<RecordRow>(
       `select id::text as id, request_id, user_id, model, interface, prompt_tokens, completion_tokens, total_tokens, charged_tokens,
               usage_source, status, latency_ms,
               to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_time
          from usage_records where ${where}
         order by created_at desc, id desc
-        limit ?`,
-      [...params, first + 1],
+        limit $${params.length}`,
+      params,
     );
     const edges = rows.slice(0, first).map((row) => ({ cursor: encodeKeysetCursor(row.cursor_time, row.id), node: toRecord(row) }));
     return {
@@ -101,12 +102,12 @@ export class UsageService {
     };
   }
 
-  async summary(em: EntityManager, viewer: Viewer, range: UsageRange, groupBy: UsageGrouping): Promise<UsageBucket[]> {
+  async summary(viewer: Viewer, range: UsageRange, groupBy: UsageGrouping): Promise<UsageBucket[]> {
     const userId = this.targetUserId(viewer, range.userId);
     const params: unknown[] = [userId];
-    const where = `user_id = ?${this.rangeFilter(range, params)}`;
+    const where = `user_id = $1${this.rangeFilter(range, params)}`;
     const key = groupBy === UsageGrouping.DAY ? "to_char(created_at at time zone 'UTC', 'YYYY-MM-DD')" : 'model';
-    const rows = await query<{
+    const rows = await this.db.query<{
       bucket: string;
       requests: string;
       prompt: string;
@@ -114,7 +115,6 @@ export class UsageService {
       total: string;
       charged: string;
     }>(
-      em,
       `select ${key} as bucket, count(*) as requests, sum(prompt_tokens) as prompt, sum(completion_tokens) as completion,
               sum(total_tokens) as total, sum(charged_tokens) as charged
          from usage_records where ${where}

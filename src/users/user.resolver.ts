@@ -12,7 +12,7 @@ export class UserResolver {
   @Directive('@auth')
   @Query(() => UserType, { description: 'The signed-in user.' })
   async me(@Ctx() ctx: GraphQLContext): Promise<User> {
-    const user = await ctx.services.users.get(ctx.em, viewerOf(ctx).userId);
+    const user = await ctx.services.users.get(viewerOf(ctx).userId);
     // Credentials of a user deleted since they were checked (the check may be cached): not signed in.
     if (user === null) throw new UnauthenticatedError('Your user no longer exists.');
     return user;
@@ -21,7 +21,7 @@ export class UserResolver {
   @Directive('@auth(role: ADMIN)')
   @Query(() => UserType, { nullable: true, description: 'null when no user has this id.' })
   user(@Arg('id', () => ID) id: string, @Ctx() ctx: GraphQLContext): Promise<User | null> {
-    return ctx.services.users.get(ctx.em, id);
+    return ctx.services.users.get(id);
   }
 
   @Directive('@auth(role: ADMIN)')
@@ -32,13 +32,13 @@ export class UserResolver {
     @Arg('after', () => String, { nullable: true }) after?: string | null,
     @Arg('search', () => String, { nullable: true }) search?: string | null,
   ): Promise<UserConnection> {
-    return ctx.services.users.list(ctx.em, { first, after, search });
+    return ctx.services.users.list({ first, after, search });
   }
 
   @Directive('@auth(role: ADMIN)')
   @Mutation(() => UserType)
   createUser(@Arg('input', () => CreateUserInput) input: CreateUserInput, @Ctx() ctx: GraphQLContext): Promise<User> {
-    return ctx.services.users.create(ctx.em, input);
+    return ctx.services.users.create(input);
   }
 
   @Directive('@auth(role: ADMIN)')
@@ -48,7 +48,7 @@ export class UserResolver {
     @Arg('input', () => UpdateUserInput) input: UpdateUserInput,
     @Ctx() ctx: GraphQLContext,
   ): Promise<User> {
-    return ctx.services.users.update(ctx.em, viewerOf(ctx), id, input);
+    return ctx.services.users.update(viewerOf(ctx), id, input);
   }
 
   @FieldResolver(() => QuotaUsage, { description: "Spend in the current period; an admin's or your own." })

@@ -1,23 +1,25 @@
 import { randomBytes } from 'node:crypto';
-import { UniqueConstraintViolationException } from '@mikro-orm/core';
 import type { EntityManager } from '@mikro-orm/postgresql';
-import { normalizeEmail, type AuthService } from '../auth/auth.service';
+import { DatabaseError } from 'pg';
+import type { AuthService } from '../auth/auth.service';
 import { assertPasswordPolicy } from '../auth/passwords';
 import type { Viewer } from '../auth/viewer';
 import type { Config } from '../config';
-import { query, queryOne } from '../db/sql';
+import type { Database, Sql } from '../db/database';
 import { BadUserInputError, ForbiddenError } from '../errors';
 import { decodeKeysetCursor, encodeKeysetCursor } from '../graphql/pagination';
 import type { Logger } from '../logger';
 import type { QuotaService } from '../quota/quota.service';
+import { isEmail, isUuid, normalizeEmail } from '../rules';
 import { QuotaPeriod, Role, User } from './user.entity';
 import type { CreateUserInput, UpdateUserInput, UserConnection } from './user.types';
 
-const EMAIL_PATTERN = /^[^\s@]+@[^\s@]+$/;
-const MAX_EMAIL_LENGTH = 254;
 const DEFAULT_PAGE_SIZE = 20;
 const MAX_PAGE_SIZE = 100;
-const USER_ID = /^[0-9a-f-]{36}$/;
+/** decodeKeysetCursor checks the id with a pattern; the ids it sees are ones this server wrote. */
+const CURSOR_USER_ID = /^[0-9a-f-]{36}$/;
+/** What a `User` is mapped from. */
+const USER_COLUMNS = 'id, email, role, disabled, token_limit, quota_period, created_at';
 
 export interface UserPageRequest {
   first?: number | null;
@@ -32,16 +34,22 @@ interface UserRow {
   disabled: boolean;
   token_limit: number | null;
   quota_period: QuotaPeriod;
-  created_at: Date;
+  /** As text: the pool returns timestamps the way MikroORM does, and `em.map` converts them. */
+  created_at: string;
+}
+
+interface UserPageRow extends UserRow {
   cursor_time: string;
 }
 
 function validEmail(email: string, field: string): string {
   const normalized = normalizeEmail(email);
-  if (normalized.length > MAX_EMAIL_LENGTH || !EMAIL_PATTERN.test(normalized)) {
-    throw new BadUserInputError('This is not a valid email address.', field);
-  }
+  if (!isEmail(normalized)) throw new BadUserInputError('This is not a valid email address.', field);
   return normalized;
+}
+
+function isDuplicateEmail(error: unknown): boolean {
+  return error instanceof DatabaseError && error.code === '23505' && error.constraint === 'users_email_unique';
 }
 
 function validTokenLimit(limit: number | null | undefined, field: string): number | null {
@@ -70,14 +78,15 @@ export class UserService {
     private readonly auth: AuthService,
     private readonly quota: QuotaService,
     private readonly log: Logger,
+    private readonly db: Database,
   ) {}
 
-  async get(em: EntityManager, id: string): Promise<User | null> {
-    if (!/^[0-9a-f-]{36}$/i.test(id)) return null;
-    return em.findOne(User, { id });
+  async get(id: string): Promise<User | null> {
+    if (!isUuid(id)) return null;
+    return this.db.em().findOne(User, { id });
   }
 
-  async create(em: EntityManager, input: CreateUserInput): Promise<User> {
+  async create(input: CreateUserInput): Promise<User> {
     const email = validEmail(input.email, 'email');
     assertPasswordPolicy(input.password, 'password');
     const user = new User();
@@ -87,22 +96,19 @@ export class UserService {
     user.quotaPeriod = input.quotaPeriod ?? QuotaPeriod.NONE;
     user.passwordHash = await this.auth.passwords.hash(input.password);
     try {
-      await em.transactional(async (tx) => {
-        tx.persist(user);
-        await tx.flush();
+      await this.db.transaction(async (tx) => {
+        await insertUser(tx, user);
         await this.quota.openAccount(tx, user.id);
       });
     } catch (error) {
-      if (error instanceof UniqueConstraintViolationException) {
-        throw new BadUserInputError('A user with this email already exists.', 'email');
-      }
+      if (isDuplicateEmail(error)) throw new BadUserInputError('A user with this email already exists.', 'email');
       throw error;
     }
     this.log.info({ event: 'user_created', userId: user.id, role: user.role }, 'user created');
     return user;
   }
 
-  async update(em: EntityManager, actor: Viewer, id: string, input: UpdateUserInput): Promise<User> {
+  async update(actor: Viewer, id: string, input: UpdateUserInput): Promise<User> {
     const selfChange = actor.userId === id;
     if (selfChange && (input.role != null || input.tokenLimit !== undefined || input.quotaPeriod != null)) {
       throw new ForbiddenError('Nobody can change their own role or quota.');
@@ -111,14 +117,14 @@ export class UserService {
     const email = input.email == null ? undefined : validEmail(input.email, 'email');
     if (input.password != null) assertPasswordPolicy(input.password, 'password');
     const tokenLimit = input.tokenLimit === undefined ? undefined : validTokenLimit(input.tokenLimit, 'tokenLimit');
-    const passwordHash = input.password == null ? undefined : await this.auth.passwords.hash(input.password);
+    const passwordHash = input.password == null ? null : await this.auth.passwords.hash(input.password);
 
     try {
-      return await em.transactional(async (tx) => {
+      const updated = await this.db.transaction(async (tx) => {
         // Locks every enabled admin row, so two admins demoting each other cannot both succeed.
-        const admins = await query<{ id: string }>(tx, "select id from users where role = 'ADMIN' and disabled = false order by id for update");
-        const user = await tx.findOne(User, { id: /^[0-9a-f-]{36}$/i.test(id) ? id : '00000000-0000-0000-0000-000000000000' });
-        if (user === null) throw new BadUserInputError('No user has this id.', 'id');
+        const admins = await tx.query<{ id: string }>("select id from users where role = 'ADMIN' and disabled = false order by id for update");
+        const user = isUuid(id) ? await tx.one<UserRow>(`select ${USER_COLUMNS} from users where id = $1 for update`, [id]) : undefined;
+        if (user === undefined) throw new BadUserInputError('No user has this id.', 'id');
 
         const losesAdmin =
           user.role === Role.ADMIN && !user.disabled && ((input.role != null && input.role !== Role.ADMIN) || input.disabled === true);
@@ -126,41 +132,33 @@ export class UserService {
           throw new ForbiddenError('The last enabled admin cannot be demoted or disabled.');
         }
 
-        let endSessions = false;
-        if (email !== undefined) user.email = email;
-        if (passwordHash !== undefined) {
-          user.passwordHash = passwordHash;
-          endSessions = true;
-        }
-        if (input.role != null && input.role !== user.role) {
-          user.role = input.role;
-          endSessions = true;
-        }
-        if (input.disabled != null && input.disabled !== user.disabled) {
-          user.disabled = input.disabled;
-          endSessions = true;
-        }
-        if (tokenLimit !== undefined) user.tokenLimit = tokenLimit;
-        const periodChanged = input.quotaPeriod != null && input.quotaPeriod !== user.quotaPeriod;
-        if (input.quotaPeriod != null) user.quotaPeriod = input.quotaPeriod;
-        if (endSessions) user.tokenVersion += 1;
-        await tx.flush();
+        const role = input.role ?? user.role;
+        const disabled = input.disabled ?? user.disabled;
+        const quotaPeriod = input.quotaPeriod ?? user.quota_period;
+        const endSessions = passwordHash !== null || role !== user.role || disabled !== user.disabled;
+        const [row] = await tx.query<UserRow>(
+          `update users
+              set email = $2, password_hash = coalesce($3, password_hash), role = $4, disabled = $5, token_limit = $6,
+                  quota_period = $7, token_version = token_version + $8, updated_at = now()
+            where id = $1
+          returning ${USER_COLUMNS}`,
+          [user.id, email ?? user.email, passwordHash, role, disabled, tokenLimit === undefined ? user.token_limit : tokenLimit, quotaPeriod, endSessions ? 1 : 0],
+        );
         if (endSessions) await this.auth.revokeAllSessions(tx, user.id);
         await this.auth.credentialsChanged(tx, user.id);
-        if (periodChanged) await this.quota.recountPeriod(tx, user.id, user.quotaPeriod);
+        if (quotaPeriod !== user.quota_period) await this.quota.recountPeriod(tx, user.id, quotaPeriod);
         this.log.info({ event: 'user_updated', userId: user.id, by: actor.userId, endSessions }, 'user updated');
-        return user;
+        return row;
       });
+      return rowToUser(this.db.em(), updated);
     } catch (error) {
-      if (error instanceof UniqueConstraintViolationException) {
-        throw new BadUserInputError('A user with this email already exists.', 'email');
-      }
+      if (isDuplicateEmail(error)) throw new BadUserInputError('A user with this email already exists.', 'email');
       throw error;
     }
   }
 
   /** Keyset pagination in creation order (then id), so pages never skip or repeat a user. */
-  async list(em: EntityManager, page: UserPageRequest): Promise<UserConnection> {
+  async list(page: UserPageRequest): Promise<UserConnection> {
     const first = page.first ?? DEFAULT_PAGE_SIZE;
     if (!Number.isInteger(first) || first < 0 || first > MAX_PAGE_SIZE) {
       throw new BadUserInputError(`first must be from 0 to ${MAX_PAGE_SIZE}.`, 'first');
@@ -169,28 +167,26 @@ export class UserService {
     const params: unknown[] = [];
     if (page.search != null && page.search.trim() !== '') {
       if (page.search.length > 254) throw new BadUserInputError('search is too long.', 'search');
-      filters.push("email like ? escape '\\'");
       params.push(`%${page.search.trim().toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`);
+      filters.push(`email like $${params.length} escape '\\'`);
     }
-    const countRow = await queryOne<{ count: string }>(
-      em,
-      `select count(*) as count from users${filters.length ? ` where ${filters.join(' and ')}` : ''}`,
+    const where = (): string => (filters.length ? ` where ${filters.join(' and ')}` : '');
+    const countRow = await this.db.one<{ count: string }>(`select count(*) as count from users${where()}`, params);
+    if (page.after != null) {
+      const [time, id] = decodeKeysetCursor(page.after, CURSOR_USER_ID);
+      params.push(time, id);
+      filters.push(`(created_at, id) > ($${params.length - 1}::timestamptz, $${params.length}::uuid)`);
+    }
+    params.push(first + 1);
+    const rows = await this.db.query<UserPageRow>(
+      `select ${USER_COLUMNS},
+              to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_time
+         from users${where()}
+        order by created_at, id
+        limit $${params.length}`,
       params,
     );
-    if (page.after != null) {
-      const [time, id] = decodeKeysetCursor(page.after, USER_ID);
-      filters.push('(created_at, id) > (?::timestamptz, ?::uuid)');
-      params.push(time, id);
-    }
-    const rows = await query<UserRow>(
-      em,
-      `select id, email, role, disabled, token_limit, quota_period, created_at,
-              to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_time
-         from users${filters.length ? ` where ${filters.join(' and ')}` : ''}
-        order by created_at, id
-        limit ?`,
-      [...params, first + 1],
-    );
+    const em = this.db.em();
     const hasNextPage = rows.length > first;
     const edges = rows.slice(0, first).map((row) => ({ cursor: encodeKeysetCursor(row.cursor_time, row.id), node: rowToUser(em, row) }));
     return {
@@ -205,25 +201,35 @@ export class UserService {
    * Makes sure an enabled admin exists. Returns the generated password when it had to invent
    * one, for the caller to show once on the terminal (never in the logs).
    */
-  async bootstrapAdmin(em: EntityManager): Promise<{ email: string; generatedPassword: string | null } | null> {
-    const existing = await queryOne<{ id: string }>(em, "select id from users where role = 'ADMIN' and disabled = false limit 1");
+  async bootstrapAdmin(): Promise<{ email: string; generatedPassword: string | null } | null> {
+    const existing = await this.db.one<{ id: string }>("select id from users where role = 'ADMIN' and disabled = false limit 1");
     if (existing !== undefined) return null;
     const email = this.config.admin.email;
     const generatedPassword = this.config.admin.password === null ? randomBytes(18).toString('base64url') : null;
     const password = this.config.admin.password ?? generatedPassword ?? '';
-    const taken = await em.findOne(User, { email });
-    if (taken !== null) {
-      taken.role = Role.ADMIN;
-      taken.disabled = false;
-      taken.passwordHash = await this.auth.passwords.hash(password);
-      taken.tokenVersion += 1;
-      await em.flush();
-      await this.auth.credentialsChanged(em, taken.id);
+    const taken = await this.db.one<{ id: string }>('select id from users where email = $1', [email]);
+    if (taken !== undefined) {
+      const passwordHash = await this.auth.passwords.hash(password);
+      await this.db.transaction(async (tx) => {
+        await tx.query(
+          'update users set role = $2, disabled = false, password_hash = $3, token_version = token_version + 1, updated_at = now() where id = $1',
+          [taken.id, Role.ADMIN, passwordHash],
+        );
+        await this.auth.credentialsChanged(tx, taken.id);
+      });
       this.log.warn({ event: 'admin_bootstrap', userId: taken.id }, 'no enabled admin existed: ADMIN_EMAIL user promoted to admin');
     } else {
-      const admin = await this.create(em, { email, password, role: Role.ADMIN, tokenLimit: null, quotaPeriod: QuotaPeriod.NONE });
+      const admin = await this.create({ email, password, role: Role.ADMIN, tokenLimit: null, quotaPeriod: QuotaPeriod.NONE });
       this.log.info({ event: 'admin_bootstrap', userId: admin.id }, 'first admin created');
     }
     return { email, generatedPassword };
   }
+}
+
+async function insertUser(sql: Sql, user: User): Promise<void> {
+  await sql.query(
+    `insert into users (id, email, password_hash, role, disabled, token_limit, quota_period, token_version, created_at, updated_at)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
+    [user.id, user.email, user.passwordHash, user.role, user.disabled, user.tokenLimit, user.quotaPeriod, user.tokenVersion, user.createdAt],
+  );
 }
