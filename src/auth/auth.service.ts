@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Config } from '../config';
 import type { Database, Sql } from '../db/database';
-import { CHANNELS, notify } from '../db/notifications';
+import { notify, type SentTopic } from '../db/notifications';
 import { BadUserInputError, ForbiddenError, UnauthenticatedError } from '../errors';
 import type { Logger } from '../logger';
 import { normalizeEmail, passwordLength } from '../rules';
@@ -37,6 +37,27 @@ interface SessionRow extends UserAuthRow {
   revoked_at: Date | null;
 }
 
+/** A user's credentials changed (role, status, tokenVersion), or one of their API keys was revoked. */
+export interface CredentialChange {
+  readonly userId: string;
+  readonly apiKeyId: string | null;
+}
+
+export const CREDENTIALS_TOPIC: SentTopic<CredentialChange> = {
+  channel: 'gateway_auth',
+  encode: (change) => JSON.stringify(change),
+  decode: (payload) => {
+    let change: { userId?: unknown; apiKeyId?: unknown };
+    try {
+      change = JSON.parse(payload) as typeof change;
+    } catch {
+      return null;
+    }
+    if (typeof change.userId !== 'string') return null;
+    return { userId: change.userId, apiKeyId: typeof change.apiKeyId === 'string' ? change.apiKeyId : null };
+  },
+};
+
 const ROLE_RANK: Record<Role, number> = { [Role.USER]: 0, [Role.ADMIN]: 1 };
 
 /** Sign-in, sessions and the verification behind `@auth`. */
@@ -63,21 +84,13 @@ export class AuthService {
   async credentialsChanged(sql: Sql, userId: string, apiKeyId: string | null = null): Promise<void> {
     this.cache.invalidateUser(userId);
     if (apiKeyId !== null) this.cache.invalidateApiKey(apiKeyId);
-    await notify(sql, CHANNELS.auth, { userId, apiKeyId });
+    await notify(sql, CREDENTIALS_TOPIC, { userId, apiKeyId });
   }
 
-  /** A credentials-change notification from any instance; returns whose credentials changed. */
-  applyCredentialChange(payload: string): { userId: string } | null {
-    let change: { userId?: unknown; apiKeyId?: unknown };
-    try {
-      change = JSON.parse(payload) as typeof change;
-    } catch {
-      return null;
-    }
-    if (typeof change.userId !== 'string') return null;
+  /** A credentials change announced by any instance: the cached state it affects is forgotten. */
+  applyCredentialChange(change: CredentialChange): void {
     this.cache.invalidateUser(change.userId);
-    if (typeof change.apiKeyId === 'string') this.cache.invalidateApiKey(change.apiKeyId);
-    return { userId: change.userId };
+    if (change.apiKeyId !== null) this.cache.invalidateApiKey(change.apiKeyId);
   }
 
   /** After a gap in notifications, any cached state may be stale. */

@@ -7,12 +7,17 @@ const MAX_PAYLOAD_BYTES = 7900;
 const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 5000;
 
-export const CHANNELS = {
-  /** A request was settled: UsageEvent fields. */
-  usage: 'gateway_usage',
-  /** A user's credentials changed (role, status, tokenVersion) or an API key was revoked. */
-  auth: 'gateway_auth',
-} as const;
+/** A channel and what is said on it; each feature declares its own (usage events, credential changes). */
+export interface Topic<T> {
+  readonly channel: string;
+  /** null: a payload this version does not understand, which is dropped. */
+  decode(payload: string): T | null;
+}
+
+/** A topic the gateway also sends on itself (the usage topic is sent by the settle statement). */
+export interface SentTopic<T> extends Topic<T> {
+  encode(value: T): string;
+}
 
 type Handler = (payload: string) => void;
 
@@ -39,14 +44,21 @@ export class PgNotifications {
     await this.connect();
   }
 
-  on(channel: string, handler: Handler): () => void {
-    let set = this.handlers.get(channel);
+  /** Calls `handler` with every value said on `topic`, by any instance; returns how to stop. */
+  on<T>(topic: Topic<T>, handler: (value: T) => void): () => void {
+    let set = this.handlers.get(topic.channel);
     if (set === undefined) {
       set = new Set();
-      this.handlers.set(channel, set);
+      this.handlers.set(topic.channel, set);
+      // A channel first heard of after the connection was made is listened to now; reconnections listen to every known one.
+      this.client?.query(`listen ${topic.channel}`).catch((error: unknown) => this.log.warn({ err: error, channel: topic.channel }, 'could not listen'));
     }
-    set.add(handler);
-    return () => set.delete(handler);
+    const decoded: Handler = (payload) => {
+      const value = topic.decode(payload);
+      if (value !== null) handler(value);
+    };
+    set.add(decoded);
+    return () => set.delete(decoded);
   }
 
   onReconnect(listener: () => void): void {
@@ -98,7 +110,7 @@ export class PgNotifications {
     client.on('end', () => lost());
     try {
       await client.connect();
-      for (const channel of Object.values(CHANNELS)) await client.query(`listen ${channel}`);
+      for (const channel of this.handlers.keys()) await client.query(`listen ${channel}`);
     } catch (error) {
       // A connection that got this far must not stay open beside the next attempt's.
       await client.end().catch(() => undefined);
@@ -132,8 +144,8 @@ export class PgNotifications {
 }
 
 /** Sends a notification where `sql` runs: inside a transaction, it is delivered on commit. */
-export async function notify(sql: Sql, channel: string, payload: object): Promise<void> {
-  const text = JSON.stringify(payload);
-  if (Buffer.byteLength(text) > MAX_PAYLOAD_BYTES) throw new Error(`notification on ${channel} is too large`);
-  await sql.query('select pg_notify($1, $2)', [channel, text]);
+export async function notify<T>(sql: Sql, topic: SentTopic<T>, value: T): Promise<void> {
+  const text = topic.encode(value);
+  if (Buffer.byteLength(text) > MAX_PAYLOAD_BYTES) throw new Error(`notification on ${topic.channel} is too large`);
+  await sql.query('select pg_notify($1, $2)', [topic.channel, text]);
 }

@@ -40,6 +40,8 @@ const HANDLED_PARAMETERS = new Set([
   'n',
 ]);
 
+const ROLES = new Set(['system', 'user', 'assistant', 'developer']);
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

@@ -15,7 +15,7 @@ export function meteredOf(ctx: GraphQLContext): MeteredChat {
 }
 
 /** The reservation `@quota` made for this field, as a resolver parameter. */
-export function Metered(): ParameterDecorator {
+export function Metered() {
   return createParameterDecorator<GraphQLContext>(({ context }) => meteredOf(context));
 }
 

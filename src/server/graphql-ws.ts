@@ -103,7 +103,9 @@ export function startGraphQLWebSocket(pipeline: GraphQLPipeline, services: Servi
       wsServer.handleUpgrade(req, socket, head, (ws) => wsServer.emit('connection', ws, req));
       return true;
     },
-    dispose: () => handle.dispose(),
+    dispose: async () => {
+      await handle.dispose();
+    },
   };
 }
 

@@ -1,7 +1,8 @@
 import type { WebSocket } from 'ws';
 import type { AuthService } from '../auth/auth.service';
 import type { Viewer } from '../auth/viewer';
-import { CHANNELS, type PgNotifications } from '../db/notifications';
+import { CREDENTIALS_TOPIC } from '../auth/auth.service';
+import type { PgNotifications } from '../db/notifications';
 import type { Logger } from '../logger';
 
 /** Close codes, beside graphql-ws's own (4400, 4401, 4403, 4408, 4409, 4429, 4499). */
@@ -55,9 +56,9 @@ export class SocketRegistry {
   /** Re-checks a user's sockets when any instance announces a change of their credentials, and every socket after a gap. */
   followCredentialChanges(notifications: PgNotifications): void {
     const failed = (error: unknown): void => this.log.error({ err: error }, 'socket recheck failed');
-    notifications.on(CHANNELS.auth, (payload) => {
-      const change = this.auth.applyCredentialChange(payload);
-      if (change !== null) this.recheck(change.userId).catch(failed);
+    notifications.on(CREDENTIALS_TOPIC, (change) => {
+      this.auth.applyCredentialChange(change);
+      this.recheck(change.userId).catch(failed);
     });
     notifications.onReconnect(() => {
       this.auth.forgetCachedCredentials();

@@ -1,5 +1,5 @@
 import type { PgNotifications } from '../db/notifications';
-import { USAGE_CHANNEL, decodeUsageEvent } from './usage-wire';
+import { USAGE_TOPIC } from './usage-wire';
 import type { UsageEvent } from './usage.types';
 
 /** Where settled requests are announced (the settle statement sends them, see QuotaService). */
@@ -20,9 +20,7 @@ export class PgUsageBus implements UsageBus {
   private readonly everyone = new Set<Subscriber<UsageEvent>>();
 
   constructor(notifications: PgNotifications) {
-    notifications.on(USAGE_CHANNEL, (payload) => {
-      const event = decodeUsageEvent(payload);
-      if (event === null) return;
+    notifications.on(USAGE_TOPIC, (event) => {
       for (const subscriber of this.byUser.get(event.userId) ?? []) subscriber.push(event);
       for (const subscriber of this.everyone) subscriber.push(event);
     });

@@ -1,3 +1,4 @@
+import type { Topic } from '../db/notifications';
 import type { UsageEvent } from './usage.types';
 
 /** The PostgreSQL channel that settled requests are announced on. */
@@ -53,3 +54,6 @@ export function decodeUsageEvent(text: string): UsageEvent | null {
     at: new Date(String(wire.at)),
   };
 }
+
+/** What usageUpdated is fed from, on every instance. */
+export const USAGE_TOPIC: Topic<UsageEvent> = { channel: USAGE_CHANNEL, decode: decodeUsageEvent };

@@ -144,18 +144,18 @@ export class UsageService {
   live(viewer: Viewer, userId: string | null | undefined): AsyncIterable<UsageEvent> {
     const everyone = userId == null && viewer.role === Role.ADMIN;
     const target = everyone ? null : this.targetUserId(viewer, userId);
-    const source = this.bus.subscribe()[Symbol.asyncIterator]();
-    const delivered = this.deliver(viewer, everyone, target, { [Symbol.asyncIterator]: () => source });
+    const source = this.bus.subscribe(target);
+    const delivered = this.deliver(viewer, target, source);
     // Closing must reach the bus subscription even if delivery never started.
     return hookIterator(delivered, { beforeClose: () => source.return?.() });
   }
 
-  private async *deliver(viewer: Viewer, everyone: boolean, target: string | null, events: AsyncIterable<UsageEvent>): AsyncGenerator<UsageEvent> {
+  /** The bus already delivers only the target's events (null: everyone's, for admins). */
+  private async *deliver(viewer: Viewer, target: string | null, events: AsyncIterable<UsageEvent>): AsyncGenerator<UsageEvent> {
     for await (const event of events) {
-      if (target !== null && event.userId !== target) continue;
       const current = await this.auth.currentState(viewer);
       if (current === null) throw new ForbiddenError('Your credentials are no longer valid.');
-      if ((everyone || target !== viewer.userId) && current.role !== Role.ADMIN) {
+      if (target !== viewer.userId && current.role !== Role.ADMIN) {
         throw new ForbiddenError("Only admins can see other users' usage.");
       }
       yield event;

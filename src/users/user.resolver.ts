@@ -2,7 +2,7 @@ import { Arg, Ctx, Directive, FieldResolver, ID, Int, Mutation, Query, Resolver,
 import { viewerOf } from '../auth/viewer';
 import type { GraphQLContext } from '../context';
 import { ForbiddenError, UnauthenticatedError } from '../errors';
-import { QuotaUsageLoader } from '../quota/quota.service';
+import { createUsageLoader } from '../quota/usage-loader';
 import { QuotaUsage } from '../quota/quota.types';
 import { Role, type User } from './user.entity';
 import { CreateUserInput, UpdateUserInput, UserConnection, UserType } from './user.types';
@@ -55,7 +55,7 @@ export class UserResolver {
   usage(@Root() user: UserType, @Ctx() ctx: GraphQLContext): Promise<QuotaUsage> {
     const viewer = viewerOf(ctx);
     if (viewer.userId !== user.id && viewer.role !== Role.ADMIN) throw new ForbiddenError();
-    ctx.usageLoader ??= new QuotaUsageLoader(ctx.services.quota, ctx.em);
+    ctx.usageLoader ??= createUsageLoader(ctx.services.quota);
     return ctx.usageLoader.load(user);
   }
 }

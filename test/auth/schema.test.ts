@@ -160,7 +160,6 @@ describe('@auth at run time, for every guarded root field', () => {
       const contextValue: GraphQLContext = {
         requestId: 'schema-walk',
         log: gateway.server.services.log,
-        em: gateway.server.orm.em.fork() as GraphQLContext['em'],
         services: gateway.server.services,
         authorization: null,
         clientAddress: '127.0.0.1',

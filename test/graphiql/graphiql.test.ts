@@ -1,11 +1,9 @@
-import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer, request, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import { request, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import path from 'node:path';
-import { promisify } from 'node:util';
-import { GRAPHIQL_ASSET_PREFIX, GRAPHIQL_CSP, graphiqlHtml, serveGraphiqlAsset, wantsGraphiql } from '../../src/graphiql';
+import { GRAPHIQL_ASSET_PREFIX, graphiqlHtml, wantsGraphiql } from '../../src/graphiql';
+import { startTestGateway, type TestGateway } from '../helpers/server';
 
 const repoRoot = path.resolve(__dirname, '../..');
 // Hosts the page must never load from: the machines it runs on have no route to them.
@@ -27,10 +25,10 @@ interface Reply {
   body: string;
 }
 
-let workDir: string;
-let assetDir: string;
-let server: Server;
+let gateway: TestGateway;
 let port: number;
+/** Beside the built assets (dist/public/graphiql), servable by extension: only the containment check keeps it private. */
+const secretFile = path.join(repoRoot, 'dist/public/secret.js');
 
 // node:http sends the path exactly as given, unlike fetch, which would normalise away the "..".
 function get(rawPath: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Reply> {
@@ -48,32 +46,18 @@ function get(rawPath: string, headers: Record<string, string> = {}, method = 'GE
 }
 
 beforeAll(async () => {
-  // A fresh build of its own, so the test never judges a stale or half-written dist/.
-  workDir = await mkdtemp(path.join(tmpdir(), 'graphiql-test-'));
-  assetDir = path.join(workDir, 'graphiql');
-  await promisify(execFile)(process.execPath, ['scripts/build-graphiql.mjs', '--outdir', assetDir], { cwd: repoRoot });
-  // Servable by extension, so only the containment check can keep it private.
-  await writeFile(path.join(workDir, 'secret.js'), 'secret');
-
-  server = createServer((req, res) => {
-    const url = req.url ?? '/';
-    if (serveGraphiqlAsset(req, res, assetDir, url)) {
-      return;
-    }
-    if (url.split('?')[0] === '/graphql' && wantsGraphiql(req)) {
-      res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Content-Security-Policy': GRAPHIQL_CSP });
-      res.end(graphiqlHtml({ title: 'Gateway GraphiQL', assetBase: GRAPHIQL_ASSET_PREFIX }));
-      return;
-    }
-    res.writeHead(404).end();
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  port = (server.address() as AddressInfo).port;
+  // The gateway's own router and static-file server, serving what `npm run build` wrote.
+  if (!existsSync(path.join(repoRoot, 'dist/public/graphiql/graphiql.js'))) {
+    throw new Error('dist/public/graphiql is missing: run `npm run build` before this test (npm test does).');
+  }
+  await writeFile(secretFile, 'secret');
+  gateway = await startTestGateway();
+  port = Number(new URL(gateway.server.origin).port);
 }, 120_000);
 
 afterAll(async () => {
-  await new Promise((resolve) => server.close(resolve));
-  await rm(workDir, { recursive: true, force: true });
+  await gateway.stop();
+  await rm(secretFile, { force: true });
 });
 
 const BROWSER_ACCEPT = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
@@ -188,8 +172,10 @@ describe('GraphiQL assets', () => {
     expect(reply.body).not.toContain('secret');
   });
 
-  it('leaves other paths and methods to the caller', async () => {
+  it('answers 404 outside the assets and 405 to methods other than GET and HEAD', async () => {
     expect((await get('/package.json')).status).toBe(404);
-    expect((await get('/graphiql/graphiql.js', {}, 'POST')).status).toBe(404);
+    const post = await get('/graphiql/graphiql.js', {}, 'POST');
+    expect(post.status).toBe(405);
+    expect(post.headers.allow).toBe('GET, HEAD');
   });
 });

@@ -1,7 +1,7 @@
 import OpenAI, { type APIError, type RateLimitError } from 'openai';
 import type { ChatCompletionCreateParamsNonStreaming } from 'openai/resources/chat/completions';
 import { RateLimitedError } from '../../src/errors';
-import { toOpenAIError } from '../../src/openai/openai.handler';
+import { toOpenAIError } from '../../src/openai/openai-errors';
 import { OpenAiUpdateUserDocument, OpenAiRevokeApiKeyDocument } from '../generated/graphql';
 import { startTestGateway, type TestGateway } from '../helpers/server';
 import { adminToken, eventually, ledger, userWithQuota } from '../chat/support';
@@ -105,7 +105,7 @@ describe('OpenAI-compatible endpoint: errors in OpenAI\'s shape', () => {
   });
 
   it('rate limited maps to 429 with Retry-After', () => {
-    const mapped = toOpenAIError(new RateLimitedError('Slow down.', 7), null);
+    const mapped = toOpenAIError(new RateLimitedError('Slow down.', 7));
     expect(mapped.status).toBe(429);
     expect(mapped.headers['retry-after']).toBe('7');
     expect(mapped.body.error).toMatchObject({ message: 'Slow down.', code: 'rate_limit_exceeded' });

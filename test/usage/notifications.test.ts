@@ -1,7 +1,8 @@
 import { createServer, Socket, type Server } from 'node:net';
 import { Client } from 'pg';
 import pino from 'pino';
-import { CHANNELS, PgNotifications } from '../../src/db/notifications';
+import { PgNotifications, type Topic } from '../../src/db/notifications';
+import { USAGE_CHANNEL } from '../../src/usage/usage-wire';
 import { createTestDatabase } from '../helpers/database';
 import { sleep, until } from './support';
 
@@ -64,6 +65,9 @@ class Proxy {
   }
 }
 
+/** The usage channel, its payloads taken as they come. */
+const RAW_USAGE: Topic<string> = { channel: USAGE_CHANNEL, decode: (payload) => payload };
+
 describe('PgNotifications (the listening connection)', () => {
   let databaseUrl: string;
   let proxy: Proxy;
@@ -74,7 +78,7 @@ describe('PgNotifications (the listening connection)', () => {
     const client = new Client({ connectionString: databaseUrl });
     await client.connect();
     try {
-      await client.query('select pg_notify($1, $2)', [CHANNELS.usage, payload]);
+      await client.query('select pg_notify($1, $2)', [RAW_USAGE.channel, payload]);
     } finally {
       await client.end();
     }
@@ -97,7 +101,7 @@ describe('PgNotifications (the listening connection)', () => {
     const recording = pino({ level: 'warn' }, { write: (line: string) => lines.push(JSON.parse(line) as (typeof lines)[number]) });
     const notifications = new PgNotifications(proxiedUrl, recording);
     const heard: string[] = [];
-    notifications.on(CHANNELS.usage, (payload) => heard.push(payload));
+    notifications.on(RAW_USAGE, (payload) => heard.push(payload));
     let reconnects = 0;
     notifications.onReconnect(() => {
       reconnects += 1;
