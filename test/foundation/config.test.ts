@@ -90,12 +90,46 @@ describe('loadConfig', () => {
     ['PORT', '4000abc'],
     ['MIGRATE_ON_START', 'maybe'],
     ['MIGRATE_ON_START', 'ture'],
+    ['NODE_ENV', 'staging'],
+    ['LOG_LEVEL', 'loud'],
+    ['ADMIN_EMAIL', 'no-at-sign'],
+    ['ADMIN_EMAIL', `${'a'.repeat(250)}@example.com`],
+    // Twelve UTF-16 units but six characters.
+    ['ADMIN_PASSWORD', '🔑'.repeat(6)],
+    ['CORS_ALLOWED_ORIGINS', 'https://app.example.com/path'],
+    ['CORS_ALLOWED_ORIGINS', 'https://app.example.com,'],
   ])('refuses %s=%j, naming the variable', (variable, value) => {
     const error = refusal({ [variable]: value });
     expect(error.variable).toBe(variable);
     expect(error.message.startsWith(`${variable} `)).toBe(true);
     // One line, so that main.ts prints one line.
     expect(error.message).not.toContain('\n');
+  });
+
+  it('counts blank values as unset and trims the others, but takes ADMIN_PASSWORD as written', () => {
+    const config = loadConfig(envWith({ PORT: '  ', HOST: ' 0.0.0.0 ', ADMIN_PASSWORD: ' a passphrase ' }));
+    expect(config).toMatchObject({ port: 4000, host: '0.0.0.0', admin: { password: ' a passphrase ' } });
+  });
+
+  it('lower-cases ADMIN_EMAIL and counts ADMIN_PASSWORD in characters, not UTF-16 units', () => {
+    const config = loadConfig(envWith({ ADMIN_EMAIL: 'Ana@Example.COM', ADMIN_PASSWORD: '🔑'.repeat(12) }));
+    expect(config.admin).toEqual({ email: 'ana@example.com', password: '🔑'.repeat(12) });
+  });
+
+  it('takes the defaults that depend on NODE_ENV from the NODE_ENV given', () => {
+    expect(loadConfig(envWith())).toMatchObject({ logLevel: 'silent', graphql: { introspection: true, graphiql: true } });
+    expect(loadConfig(envWith({ NODE_ENV: 'development' })).logLevel).toBe('info');
+    expect(loadConfig(envWith({ NODE_ENV: 'production' }))).toMatchObject({
+      logLevel: 'info',
+      graphql: { introspection: false, graphiql: false },
+    });
+    expect(loadConfig(envWith({ NODE_ENV: 'production', GRAPHIQL_ENABLED: 'yes' })).graphql.graphiql).toBe(true);
+  });
+
+  it('reads CORS_ALLOWED_ORIGINS as a list of origins', () => {
+    expect(loadConfig(envWith()).http.corsOrigins).toEqual([]);
+    const config = loadConfig(envWith({ CORS_ALLOWED_ORIGINS: 'https://app.example.com, http://localhost:5173' }));
+    expect(config.http.corsOrigins).toEqual(['https://app.example.com', 'http://localhost:5173']);
   });
 
   it('accepts a JWT secret of exactly 32 characters', () => {
