@@ -159,6 +159,22 @@ export const SETTINGS = {
     unset: null,
     unsetMeans: 'an embedded PostgreSQL under `DATA_DIR`',
   }),
+  database: {
+    poolSize: variable({
+      name: 'DATABASE_POOL_SIZE',
+      group: 'core',
+      meaning: 'connections of the statement pool',
+      schema: integer(2, 1000),
+      default: '20',
+    }),
+    ormPoolSize: variable({
+      name: 'DATABASE_ORM_POOL_SIZE',
+      group: 'core',
+      meaning: "connections of the ORM's pool (migrations, entity reads)",
+      schema: integer(1, 1000),
+      default: '5',
+    }),
+  },
   dataDir: variable({
     name: 'DATA_DIR',
     group: 'core',
