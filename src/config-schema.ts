@@ -81,12 +81,12 @@ function integer(min: number, max: number): z.ZodType<number> {
 }
 
 function decimal(min: number, max: number): z.ZodType<number> {
-  const problem = (input: unknown): string => `must be a number between ${min} and ${max}, got "${String(input)}"`;
+  const problem = { error: (issue: { input?: unknown }) => `must be a number between ${min} and ${max}, got "${String(issue.input)}"` };
   return z
     .string()
-    .refine((text) => Number.isFinite(Number(text)), { error: (issue) => problem(issue.input) })
+    .refine((text) => Number.isFinite(Number(text)), problem)
     .transform(Number)
-    .pipe(z.number().min(min, { error: (issue) => problem(issue.input) }).max(max, { error: (issue) => problem(issue.input) }));
+    .pipe(z.number().min(min, problem).max(max, problem));
 }
 
 const boolean = z.stringbool({
@@ -159,6 +159,22 @@ export const SETTINGS = {
     unset: null,
     unsetMeans: 'an embedded PostgreSQL under `DATA_DIR`',
   }),
+  database: {
+    poolSize: variable({
+      name: 'DATABASE_POOL_SIZE',
+      group: 'core',
+      meaning: 'connections of the statement pool',
+      schema: integer(2, 1000),
+      default: '20',
+    }),
+    ormPoolSize: variable({
+      name: 'DATABASE_ORM_POOL_SIZE',
+      group: 'core',
+      meaning: "connections of the ORM's pool (migrations, entity reads)",
+      schema: integer(1, 1000),
+      default: '5',
+    }),
+  },
   dataDir: variable({
     name: 'DATA_DIR',
     group: 'core',

@@ -92,6 +92,9 @@ describe('loadConfig', () => {
     ['MIGRATE_ON_START', 'ture'],
     ['NODE_ENV', 'staging'],
     ['LOG_LEVEL', 'loud'],
+    ['DATABASE_POOL_SIZE', '1'],
+    ['DATABASE_POOL_SIZE', '1001'],
+    ['DATABASE_ORM_POOL_SIZE', '0'],
     ['ADMIN_EMAIL', 'no-at-sign'],
     ['ADMIN_EMAIL', `${'a'.repeat(250)}@example.com`],
     // Twelve UTF-16 units but six characters.
@@ -109,6 +112,14 @@ describe('loadConfig', () => {
   it('counts blank values as unset and trims the others, but takes ADMIN_PASSWORD as written', () => {
     const config = loadConfig(envWith({ PORT: '  ', HOST: ' 0.0.0.0 ', ADMIN_PASSWORD: ' a passphrase ' }));
     expect(config).toMatchObject({ port: 4000, host: '0.0.0.0', admin: { password: ' a passphrase ' } });
+  });
+
+  it('reads the pool sizes, with their defaults', () => {
+    expect(loadConfig(envWith()).database).toEqual({ poolSize: 20, ormPoolSize: 5 });
+    expect(loadConfig(envWith({ DATABASE_POOL_SIZE: '2', DATABASE_ORM_POOL_SIZE: '1000' })).database).toEqual({
+      poolSize: 2,
+      ormPoolSize: 1000,
+    });
   });
 
   it('lower-cases ADMIN_EMAIL and counts ADMIN_PASSWORD in characters, not UTF-16 units', () => {
