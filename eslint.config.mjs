@@ -12,7 +12,7 @@ export default tseslint.config(
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
       'no-restricted-properties': [
         'error',
-        { object: 'process', property: 'env', message: 'Read configuration through src/config.ts only.' },
+        { object: 'process', property: 'env', message: 'Read configuration through src/config/ only.' },
       ],
     },
   },
@@ -21,7 +21,7 @@ export default tseslint.config(
     languageOptions: { sourceType: 'commonjs', globals: { module: 'writable' } },
   },
   {
-    files: ['src/config.ts', 'test/**/*.ts', 'bench/**/*.ts', 'codegen.ts'],
+    files: ['src/config/index.ts', 'test/**/*.ts', 'bench/**/*.ts', 'codegen.ts'],
     rules: { 'no-restricted-properties': 'off' },
   },
 );

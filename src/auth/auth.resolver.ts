@@ -1,7 +1,7 @@
 import { Arg, Ctx, Directive, ID, Mutation, Query, Resolver } from 'type-graphql';
 import type { GraphQLContext } from '../context';
 import type { IssuedTokens } from './auth.service';
-import { viewerOf } from './viewer';
+import { CurrentViewer, type Viewer } from './viewer';
 import { ApiKeyType, AuthPayload, CreatedApiKey } from './auth.types';
 
 @Resolver()
@@ -35,27 +35,28 @@ export class AuthResolver {
   async changePassword(
     @Arg('currentPassword', () => String) currentPassword: string,
     @Arg('newPassword', () => String) newPassword: string,
+    @CurrentViewer() viewer: Viewer,
     @Ctx() ctx: GraphQLContext,
   ): Promise<boolean> {
-    await ctx.services.auth.changePassword(viewerOf(ctx), currentPassword, newPassword, ctx.clientAddress);
+    await ctx.services.auth.changePassword(viewer, currentPassword, newPassword, ctx.clientAddress);
     return true;
   }
 
   @Directive('@auth')
   @Mutation(() => CreatedApiKey, { description: 'The secret is in this answer only.' })
-  createApiKey(@Arg('name', () => String) name: string, @Ctx() ctx: GraphQLContext) {
-    return ctx.services.apiKeys.create(viewerOf(ctx), name);
+  createApiKey(@Arg('name', () => String) name: string, @CurrentViewer() viewer: Viewer, @Ctx() ctx: GraphQLContext) {
+    return ctx.services.apiKeys.create(viewer, name);
   }
 
   @Directive('@auth')
   @Mutation(() => Boolean, { description: 'False when the key was already revoked.' })
-  revokeApiKey(@Arg('id', () => ID) id: string, @Ctx() ctx: GraphQLContext) {
-    return ctx.services.apiKeys.revoke(viewerOf(ctx), id);
+  revokeApiKey(@Arg('id', () => ID) id: string, @CurrentViewer() viewer: Viewer, @Ctx() ctx: GraphQLContext) {
+    return ctx.services.apiKeys.revoke(viewer, id);
   }
 
   @Directive('@auth')
   @Query(() => [ApiKeyType], { description: 'Your own keys, newest first, revoked ones included.' })
-  apiKeys(@Ctx() ctx: GraphQLContext) {
-    return ctx.services.apiKeys.list(viewerOf(ctx));
+  apiKeys(@CurrentViewer() viewer: Viewer, @Ctx() ctx: GraphQLContext) {
+    return ctx.services.apiKeys.list(viewer);
   }
 }

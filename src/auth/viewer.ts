@@ -1,3 +1,4 @@
+import { createParameterDecorator } from 'type-graphql';
 import type { Role } from '../users/user.entity';
 
 /** Who is calling, as established by `@auth` from an access token or an API key. */
@@ -16,4 +17,9 @@ export interface Viewer {
 export function viewerOf(ctx: { viewer?: Viewer }): Viewer {
   if (ctx.viewer === undefined) throw new Error('viewerOf called on a field without @auth');
   return ctx.viewer;
+}
+
+/** The caller, as a resolver parameter: `me(@CurrentViewer() viewer: Viewer)`. Needs `@auth` on the field. */
+export function CurrentViewer() {
+  return createParameterDecorator<{ viewer?: Viewer }>(({ context }) => viewerOf(context));
 }

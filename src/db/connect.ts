@@ -2,7 +2,7 @@ import { MikroORM } from '@mikro-orm/postgresql';
 import { Client as PgClient } from 'pg';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
-import { ormOptions } from '../mikro-orm.config';
+import { ormOptions } from './orm-options';
 import { createPool, Database } from './database';
 
 export interface DatabaseConnections {

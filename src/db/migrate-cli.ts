@@ -1,7 +1,7 @@
 import { MikroORM } from '@mikro-orm/postgresql';
 import { ConfigError, loadConfig } from '../config';
 import { createLogger } from '../logger';
-import { ormOptions } from '../mikro-orm.config';
+import { ormOptions } from './orm-options';
 import { DataDirError, startEmbeddedPostgres } from './embedded';
 
 /** `npm run migrate`: applies pending migrations to DATABASE_URL, or to the embedded cluster under DATA_DIR. */

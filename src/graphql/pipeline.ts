@@ -3,7 +3,7 @@ import type { Viewer } from '../auth/viewer';
 import type { Config } from '../config';
 import type { GraphQLContext } from '../context';
 import type { Logger } from '../logger';
-import { buildExecutableSchema } from '../schema';
+import { buildExecutableSchema } from './schema';
 import type { Services } from '../services';
 import { createGraphQLErrorFormatter, type GraphQLErrorFormatter } from './errors';
 import { DocumentCache, extraValidationRules, parseOptions } from './validation';

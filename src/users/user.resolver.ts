@@ -1,21 +1,17 @@
 import { Arg, Ctx, Directive, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
-import { viewerOf } from '../auth/viewer';
+import { CurrentViewer, type Viewer } from '../auth/viewer';
 import type { GraphQLContext } from '../context';
-import { ForbiddenError, UnauthenticatedError } from '../errors';
 import { createUsageLoader } from '../quota/usage-loader';
 import { QuotaUsage } from '../quota/quota.types';
-import { Role, type User } from './user.entity';
+import type { User } from './user.entity';
 import { CreateUserInput, UpdateUserInput, UserConnection, UserType } from './user.types';
 
 @Resolver(() => UserType)
 export class UserResolver {
   @Directive('@auth')
   @Query(() => UserType, { description: 'The signed-in user.' })
-  async me(@Ctx() ctx: GraphQLContext): Promise<User> {
-    const user = await ctx.services.users.get(viewerOf(ctx).userId);
-    // Credentials of a user deleted since they were checked (the check may be cached): not signed in.
-    if (user === null) throw new UnauthenticatedError('Your user no longer exists.');
-    return user;
+  me(@CurrentViewer() viewer: Viewer, @Ctx() ctx: GraphQLContext): Promise<User> {
+    return ctx.services.users.me(viewer);
   }
 
   @Directive('@auth(role: ADMIN)')
@@ -46,15 +42,15 @@ export class UserResolver {
   updateUser(
     @Arg('id', () => ID) id: string,
     @Arg('input', () => UpdateUserInput) input: UpdateUserInput,
+    @CurrentViewer() viewer: Viewer,
     @Ctx() ctx: GraphQLContext,
   ): Promise<User> {
-    return ctx.services.users.update(viewerOf(ctx), id, input);
+    return ctx.services.users.update(viewer, id, input);
   }
 
   @FieldResolver(() => QuotaUsage, { description: "Spend in the current period; an admin's or your own." })
-  usage(@Root() user: UserType, @Ctx() ctx: GraphQLContext): Promise<QuotaUsage> {
-    const viewer = viewerOf(ctx);
-    if (viewer.userId !== user.id && viewer.role !== Role.ADMIN) throw new ForbiddenError();
+  usage(@Root() user: UserType, @CurrentViewer() viewer: Viewer, @Ctx() ctx: GraphQLContext): Promise<QuotaUsage> {
+    ctx.services.users.assertMaySeeUsage(viewer, user.id);
     ctx.usageLoader ??= createUsageLoader(ctx.services.quota);
     return ctx.usageLoader.load(user);
   }

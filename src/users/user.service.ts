@@ -6,7 +6,7 @@ import { assertPasswordPolicy } from '../auth/passwords';
 import type { Viewer } from '../auth/viewer';
 import type { Config } from '../config';
 import type { Database, Sql } from '../db/database';
-import { BadUserInputError, ForbiddenError } from '../errors';
+import { BadUserInputError, ForbiddenError, UnauthenticatedError } from '../errors';
 import { decodeKeysetCursor, encodeKeysetCursor } from '../graphql/pagination';
 import type { Logger } from '../logger';
 import type { QuotaService } from '../quota/quota.service';
@@ -84,6 +84,18 @@ export class UserService {
   async get(id: string): Promise<User | null> {
     if (!isUuid(id)) return null;
     return this.db.em().findOne(User, { id });
+  }
+
+  /** The signed-in user; a user deleted since their credentials were checked (the check may be cached) is not signed in. */
+  async me(viewer: Viewer): Promise<User> {
+    const user = await this.get(viewer.userId);
+    if (user === null) throw new UnauthenticatedError('Your user no longer exists.');
+    return user;
+  }
+
+  /** A user's usage is theirs and the admins' to see. */
+  assertMaySeeUsage(viewer: Viewer, userId: string): void {
+    if (viewer.userId !== userId && viewer.role !== Role.ADMIN) throw new ForbiddenError();
   }
 
   async create(input: CreateUserInput): Promise<User> {

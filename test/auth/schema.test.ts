@@ -18,7 +18,7 @@ import {
   type GraphQLSchema,
 } from 'graphql';
 import type { GraphQLContext } from '../../src/context';
-import { buildExecutableSchema, buildGatewaySchema, printGatewaySchema } from '../../src/schema';
+import { buildExecutableSchema, buildGatewaySchema, printGatewaySchema } from '../../src/graphql/schema';
 import { startTestGateway, type TestGateway } from '../helpers/server';
 import { createUser, loginAdmin, postGraphQL, type SignedIn } from './support';
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { buildSchema, Kind, parse, print, type DirectiveNode, type ObjectTypeDefinitionNode } from 'graphql';
-import { printGatewaySchema } from '../../src/schema';
+import { printGatewaySchema } from '../../src/graphql/schema';
 
 const schemaFile = path.resolve(__dirname, '../../schema.graphql');
 const committed = readFileSync(schemaFile, 'utf8');

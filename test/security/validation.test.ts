@@ -1,7 +1,7 @@
 import { GraphQLError } from 'graphql';
 import { loadConfig } from '../../src/config';
 import { DocumentCache, extraValidationRules } from '../../src/graphql/validation';
-import { buildExecutableSchema } from '../../src/schema';
+import { buildExecutableSchema } from '../../src/graphql/schema';
 import { TEST_JWT_SECRET } from '../helpers/server';
 
 /**

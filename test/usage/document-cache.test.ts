@@ -1,6 +1,6 @@
 import { loadConfig } from '../../src/config';
 import { DocumentCache, extraValidationRules } from '../../src/graphql/validation';
-import { buildExecutableSchema } from '../../src/schema';
+import { buildExecutableSchema } from '../../src/graphql/schema';
 import { TEST_JWT_SECRET } from '../helpers/server';
 
 describe('DocumentCache (parse and validation for the WebSocket)', () => {

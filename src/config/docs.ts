@@ -1,4 +1,5 @@
-import { variablesOf, type Group, type Variable } from './config-schema';
+import { allVariables } from './schema';
+import type { Group, Variable } from './variables';
 
 /** The README marks each generated table with `<!-- marker:start -->` … `<!-- marker:end -->`. */
 const TABLES: readonly { readonly group: Group; readonly marker: string }[] = [
@@ -15,7 +16,7 @@ function defaultCell(variable: Variable<unknown>): string {
 
 /** The Markdown table of the variables of `group`, in declaration order. */
 export function configurationTable(group: Group): string {
-  const rows = variablesOf()
+  const rows = allVariables()
     .filter((variable) => variable.group === group)
     .map((variable) => `| \`${variable.name}\` | ${variable.meaning} | ${defaultCell(variable)} |`);
   return ['| variable | meaning | default |', '| --- | --- | --- |', ...rows].join('\n');

@@ -4,14 +4,14 @@ import { lexicographicSortSchema, type GraphQLSchema } from 'graphql';
 import { buildSchemaSync, type NonEmptyArray } from 'type-graphql';
 import { createPubSub } from '@graphql-yoga/subscription';
 import { DateTimeResolver } from 'graphql-scalars';
-import { applyAuthDirective } from './auth/auth.directive';
-import { AuthResolver } from './auth/auth.resolver';
-import { ChatResolver } from './chat/chat.resolver';
-import { applyQuotaDirective } from './quota/quota.directive';
-import { withDirectiveDefinitions } from './graphql/directives';
-import { ServerInfoResolver } from './server-info/server-info.resolver';
-import { UsageResolver } from './usage/usage.resolver';
-import { UserResolver } from './users/user.resolver';
+import { applyAuthDirective } from '../auth/auth.directive';
+import { AuthResolver } from '../auth/auth.resolver';
+import { ChatResolver } from '../chat/chat.resolver';
+import { applyQuotaDirective } from '../quota/quota.directive';
+import { withDirectiveDefinitions } from './directives';
+import { ServerInfoResolver } from '../server-info/server-info.resolver';
+import { UsageResolver } from '../usage/usage.resolver';
+import { UserResolver } from '../users/user.resolver';
 
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type -- type-graphql's own resolver list type
 const resolvers: NonEmptyArray<Function> = [ServerInfoResolver, AuthResolver, UserResolver, ChatResolver, UsageResolver];

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { MIN_SECRET_LENGTH, SETTINGS, Variable, type NodeEnv, type Tree, type Values } from './config-schema';
+import { MIN_SECRET_LENGTH, SETTINGS } from './schema';
+import { Variable, type NodeEnv, type Tree, type Values } from './variables';
 
 type Settings = Values<typeof SETTINGS>;
 
@@ -10,7 +11,7 @@ export type JwtSecretSource = 'env' | 'generated' | 'stored';
 
 /**
  * The whole configuration, read and validated once at start; its shape and each variable are
- * declared in `src/config-schema.ts`. Nothing else reads `process.env`.
+ * declared in `src/schema.ts`. Nothing else reads `process.env`.
  */
 export type Config = Readonly<
   Omit<Settings, 'jwt'> & {

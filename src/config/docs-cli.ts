@@ -1,6 +1,6 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { withConfigurationTables } from './config-docs';
+import { withConfigurationTables } from './docs';
 
 const target = path.resolve(__dirname, '../../README.md');
 writeFileSync(target, withConfigurationTables(readFileSync(target, 'utf8')));

@@ -1,8 +1,8 @@
 import { defineConfig, type Options } from '@mikro-orm/postgresql';
 import { Migrator } from '@mikro-orm/migrations';
-import { migrationsList } from '../migrations';
-import { ApiKey } from './auth/api-key.entity';
-import { User } from './users/user.entity';
+import { migrationsList } from '../../migrations';
+import { ApiKey } from '../auth/api-key.entity';
+import { User } from '../users/user.entity';
 
 /**
  * Every entity, listed explicitly: no folder scanning, so the build and the tests see the same

@@ -1,0 +1,221 @@
+import path from 'node:path';
+import { z } from 'zod';
+import { isEmail, normalizeEmail } from '../rules';
+import { LIMIT_SETTINGS } from './limits';
+import { NODE_ENVS, Variable, alternatives, boolean, decimal, integer, oneOf, optional, password, url, variable, variablesOf } from './variables';
+
+/**
+ * Every environment variable, declared once: its name, how its text is parsed and checked, its
+ * default and its README description. `src/config/index.ts` reads them into the `Config` whose shape is
+ * this tree's, and `src/config/docs.ts` prints the README tables from them.
+ */
+
+export const MIN_SECRET_LENGTH = 32;
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** The shape of `Config` (but for `jwt.secretSource`), with one variable at each leaf. */
+export const SETTINGS = {
+  env: variable({
+    name: 'NODE_ENV',
+    group: 'core',
+    meaning: alternatives(NODE_ENVS.map((name) => `\`${name}\``)),
+    schema: oneOf(NODE_ENVS),
+    default: 'development',
+  }),
+  host: variable({
+    name: 'HOST',
+    group: 'core',
+    meaning: 'listen address',
+    schema: z.string().regex(/^[A-Za-z0-9.:[\]-]+$/, { error: (issue) => `is not a host name or address: "${String(issue.input)}"` }),
+    default: '127.0.0.1',
+  }),
+  port: variable({ name: 'PORT', group: 'core', meaning: 'listen port', schema: integer(0, 65535), default: '4000' }),
+  databaseUrl: optional({
+    name: 'DATABASE_URL',
+    group: 'core',
+    meaning: '`postgres://…` of the database',
+    schema: url(['postgres:', 'postgresql:']),
+    unset: null,
+    unsetMeans: 'an embedded PostgreSQL under `DATA_DIR`',
+  }),
+  database: {
+    poolSize: variable({
+      name: 'DATABASE_POOL_SIZE',
+      group: 'core',
+      meaning: 'connections of the statement pool',
+      schema: integer(2, 1000),
+      default: '20',
+    }),
+    ormPoolSize: variable({
+      name: 'DATABASE_ORM_POOL_SIZE',
+      group: 'core',
+      meaning: "connections of the ORM's pool (migrations, entity reads)",
+      schema: integer(1, 1000),
+      default: '5',
+    }),
+  },
+  dataDir: variable({
+    name: 'DATA_DIR',
+    group: 'core',
+    meaning: 'embedded PostgreSQL, the generated JWT secret, the start lock',
+    schema: z.string().transform((dir) => path.resolve(dir)),
+    default: './.data',
+  }),
+  migrateOnStart: variable({ name: 'MIGRATE_ON_START', group: 'core', meaning: 'apply migrations at start', schema: boolean, default: 'true' }),
+  logLevel: variable({
+    name: 'LOG_LEVEL',
+    group: 'core',
+    meaning: 'pino level',
+    schema: oneOf(LOG_LEVELS),
+    default: 'info',
+    byNodeEnv: { test: 'silent' },
+  }),
+  vllm: {
+    baseUrl: optional({
+      name: 'VLLM_BASE_URL',
+      group: 'core',
+      meaning: "vLLM's OpenAI-compatible API, e.g. `http://gpu-host:8000/v1`",
+      // Trailing slashes go so that paths can be appended with one.
+      schema: url(['http:', 'https:']).transform((text) => text.replace(/\/+$/, '')),
+      unset: null,
+      unsetMeans: 'the built-in simulator',
+    }),
+    apiKey: optional({
+      name: 'VLLM_API_KEY',
+      group: 'core',
+      meaning: 'key sent to vLLM (`--api-key` on its side)',
+      schema: z.string(),
+      unset: null,
+      unsetMeans: 'none',
+    }),
+    timeoutMs: variable({
+      name: 'VLLM_TIMEOUT_MS',
+      group: 'core',
+      meaning: 'upstream timeout (whole request; idle time between stream chunks)',
+      schema: integer(100, 3_600_000),
+      default: '120000',
+    }),
+    /** Added to tiktoken's prompt count because it only approximates the model's own tokenizer. */
+    tiktokenMargin: variable({
+      name: 'TIKTOKEN_MARGIN',
+      group: 'core',
+      meaning: 'safety margin on tiktoken prompt estimates when vLLM has no `/tokenize`',
+      schema: decimal(0, 10),
+      default: '0.1',
+    }),
+  },
+  jwt: {
+    /** null: none given; `loadConfig` then refuses to start in production, or generates one. */
+    secret: optional({
+      name: 'JWT_SECRET',
+      group: 'core',
+      meaning: `HS256 secret, ${MIN_SECRET_LENGTH}+ characters`,
+      schema: z.string().min(MIN_SECRET_LENGTH, {
+        error: (issue) => `must be at least ${MIN_SECRET_LENGTH} characters, got ${String(issue.input).length}`,
+      }),
+      unset: null,
+      unsetMeans: 'generated once into `DATA_DIR` (required in production)',
+    }),
+    issuer: variable({ name: 'JWT_ISSUER', group: 'core', meaning: '`iss` of access tokens', schema: z.string(), default: 'vllm-gateway' }),
+    audience: variable({ name: 'JWT_AUDIENCE', group: 'core', meaning: '`aud` of access tokens', schema: z.string(), default: 'vllm-gateway' }),
+    accessTtlSeconds: variable({
+      name: 'ACCESS_TOKEN_TTL_SECONDS',
+      group: 'core',
+      meaning: 'access token lifetime',
+      schema: integer(10, 86_400),
+      default: '900',
+    }),
+    refreshTtlSeconds: variable({
+      name: 'REFRESH_TOKEN_TTL_SECONDS',
+      group: 'core',
+      meaning: 'refresh token lifetime',
+      schema: integer(60, 365 * 86_400),
+      default: String(30 * 86_400),
+    }),
+  },
+  admin: {
+    email: variable({
+      name: 'ADMIN_EMAIL',
+      group: 'core',
+      meaning: 'email of the first admin, created at start if no admin exists',
+      schema: z.string().refine(isEmail, { error: 'is not an email address' }).transform(normalizeEmail),
+      default: 'admin@localhost',
+    }),
+    password: optional({
+      name: 'ADMIN_PASSWORD',
+      group: 'core',
+      meaning: 'password of the first admin',
+      schema: password,
+      verbatim: true,
+      unset: null,
+      unsetMeans: 'random and printed once',
+    }),
+  },
+  ...LIMIT_SETTINGS,
+  passwordHash: {
+    memoryKiB: variable({
+      name: 'PASSWORD_HASH_MEMORY_KIB',
+      group: 'core',
+      meaning: "argon2id memory in KiB (never below OWASP's 19 MiB)",
+      schema: integer(19_456, 4_194_304),
+      default: '65536',
+    }),
+    timeCost: variable({
+      name: 'PASSWORD_HASH_TIME_COST',
+      group: 'core',
+      meaning: "argon2id passes (never below OWASP's 2)",
+      schema: integer(2, 100),
+      default: '3',
+    }),
+    parallelism: variable({
+      name: 'PASSWORD_HASH_PARALLELISM',
+      group: 'core',
+      meaning: 'argon2id lanes',
+      schema: integer(1, 64),
+      default: '4',
+    }),
+  },
+  login: {
+    maxFailuresPerAccount: variable({
+      name: 'LOGIN_MAX_FAILURES_PER_ACCOUNT',
+      group: 'core',
+      meaning: 'failed sign-ins of one account within the window before a lockout',
+      schema: integer(1, 1000),
+      default: '5',
+    }),
+    maxFailuresPerAddress: variable({
+      name: 'LOGIN_MAX_FAILURES_PER_ADDRESS',
+      group: 'core',
+      meaning: 'failed sign-ins from one client address within the window before a lockout',
+      schema: integer(1, 100_000),
+      default: '50',
+    }),
+    failureWindowSeconds: variable({
+      name: 'LOGIN_FAILURE_WINDOW_SECONDS',
+      group: 'core',
+      meaning: 'window in which failed sign-ins are counted',
+      schema: integer(1, 86_400),
+      default: '900',
+    }),
+    lockoutBaseSeconds: variable({
+      name: 'LOGIN_LOCKOUT_BASE_SECONDS',
+      group: 'core',
+      meaning: 'first lockout; each further failure doubles it',
+      schema: integer(1, 86_400),
+      default: '30',
+    }),
+    lockoutMaxSeconds: variable({
+      name: 'LOGIN_LOCKOUT_MAX_SECONDS',
+      group: 'core',
+      meaning: 'longest lockout',
+      schema: integer(1, 86_400),
+      default: '900',
+    }),
+  },
+};
+
+
+/** Every declared variable, in declaration order. */
+export function allVariables(): Variable<unknown>[] {
+  return variablesOf(SETTINGS);
+}
