@@ -21,7 +21,7 @@ export default tseslint.config(
     languageOptions: { sourceType: 'commonjs', globals: { module: 'writable' } },
   },
   {
-    files: ['src/config/index.ts', 'test/**/*.ts', 'bench/**/*.ts', 'codegen.ts'],
+    files: ['src/config/config.ts', 'test/**/*.ts', 'bench/**/*.ts', 'codegen.ts'],
     rules: { 'no-restricted-properties': 'off' },
   },
 );
