@@ -1,6 +1,6 @@
 import type DataLoader from 'dataloader';
 import type { Viewer } from './auth/viewer';
-import type { MeteredChat } from './chat/chat.service';
+import type { MeteredChat } from './chat/chat-admission';
 import type { Logger } from './logger';
 import type { QuotaHolder } from './quota/quota.service';
 import type { QuotaUsage } from './quota/quota.types';

@@ -1,6 +1,7 @@
 import { ApiKeyService } from './auth/api-key.service';
 import { AuthService } from './auth/auth.service';
 import { PasswordHasher } from './auth/passwords';
+import { ChatAdmission } from './chat/chat-admission';
 import { ChatService } from './chat/chat.service';
 import { PromptCounter } from './chat/prompt-counter';
 import type { Upstream } from './chat/upstream';
@@ -27,6 +28,7 @@ export interface Services {
   readonly users: UserService;
   readonly quota: QuotaService;
   readonly rateLimiter: RateLimiter;
+  readonly chatAdmission: ChatAdmission;
   readonly chat: ChatService;
   readonly usageBus: UsageBus;
   readonly usage: UsageService;
@@ -49,6 +51,7 @@ export function createServices(deps: ServiceDependencies): Services {
   // A reservation outlives its request only if the process died; a minute past the upstream
   // timeout, the reaper may safely give it back.
   const quota = new QuotaService(db, rateLimiter, clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60);
+  const promptCounter = new PromptCounter(upstream, config.vllm.tiktokenMargin);
   return {
     config,
     log,
@@ -60,7 +63,8 @@ export function createServices(deps: ServiceDependencies): Services {
     users: new UserService(config, auth, quota, log, db),
     quota,
     rateLimiter,
-    chat: new ChatService(config, upstream, new PromptCounter(upstream, config.vllm.tiktokenMargin), quota, rateLimiter, log),
+    chatAdmission: new ChatAdmission(config, upstream, promptCounter, quota, rateLimiter, log),
+    chat: new ChatService(config, upstream, promptCounter, quota.extendEveryMs, log),
     usageBus,
     usage: new UsageService(usageBus, auth, db),
   };

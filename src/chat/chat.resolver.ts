@@ -2,7 +2,8 @@ import { Arg, Ctx, Directive, Mutation, Query, Resolver, Root, Subscription, typ
 import { mapIterator } from '../async-iterator';
 import type { GraphQLContext } from '../context';
 import { Metered, meteredOf } from '../quota/quota.directive';
-import type { MeteredChat, StreamEvent } from './chat.service';
+import type { MeteredChat } from './chat-admission';
+import type { StreamEvent } from './chat.service';
 import { ChatChunk, ChatCompletion, ChatInput, Model } from './chat.types';
 
 @Resolver()
@@ -10,7 +11,7 @@ export class ChatResolver {
   @Directive('@auth')
   @Query(() => [Model], { description: 'The models the upstream serves.' })
   models(@Ctx() ctx: GraphQLContext): Promise<Model[]> {
-    return ctx.services.chat.models();
+    return ctx.services.chatAdmission.models();
   }
 
   @Directive('@auth')

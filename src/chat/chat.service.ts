@@ -1,94 +1,34 @@
-import { randomUUID } from 'node:crypto';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionCreateParamsBase } from 'openai/resources/chat/completions';
 import { hookIterator } from '../async-iterator';
-import type { Viewer } from '../auth/viewer';
 import type { Config } from '../config';
-import { BadUserInputError, UpstreamError } from '../errors';
 import type { Logger } from '../logger';
-import type { QuotaService } from '../quota/quota.service';
-import type { RateLimiter } from '../quota/rate-limiter';
-import type { ChatInterface, Reservation, SettledUsage } from '../quota/reservation';
-import { upstreamParams, validateChatRequest, type ChatRequest, type UpstreamChatParams } from './chat-request';
-import type { Model, TokenCount } from './chat.types';
+import type { SettledUsage } from '../quota/reservation';
+import type { MeteredChat } from './chat-admission';
+import type { TokenCount } from './chat.types';
 import type { PromptCounter } from './prompt-counter';
 import { StreamMeter, type StreamEnding } from './stream-meter';
-import type { Upstream, UpstreamModel } from './upstream';
+import type { Upstream } from './upstream';
 import { upstreamFailure } from './upstream-failure';
-
-/** One chat request with its reservation: what `complete` and `stream` run. */
-export interface MeteredChat {
-  readonly viewer: Viewer;
-  readonly params: UpstreamChatParams;
-  readonly reservation: Reservation;
-}
 
 export type StreamEvent =
   | { readonly kind: 'chunk'; readonly chunk: ChatCompletionChunk; readonly delta: string }
   | { readonly kind: 'end'; readonly finishReason: string | null; readonly usage: TokenCount; readonly charged: SettledUsage | null };
 
 /**
- * Metered chat: count → reserve → call → settle, for a whole answer and for a stream. Both
- * APIs (GraphQL and `/v1`) are adapters over this; `complete` and `stream` end every
- * reservation they are given, on every path, exactly once.
+ * Metered chat, once admitted (`ChatAdmission.reserve`): the upstream call and its
+ * settlement, for a whole answer and for a stream. Both APIs (GraphQL and `/v1`) are adapters
+ * over this; `complete` and `stream` end every reservation they are given, on every path,
+ * exactly once.
  */
 export class ChatService {
   constructor(
     private readonly config: Config,
     private readonly upstream: Upstream,
     private readonly promptCounter: PromptCounter,
-    private readonly quota: QuotaService,
-    private readonly rateLimiter: RateLimiter,
+    /** How often a running stream keeps its reservation alive. */
+    private readonly extendEveryMs: number,
     private readonly log: Logger,
   ) {}
-
-  async models(): Promise<Model[]> {
-    const models = await this.upstreamModels();
-    return models.map(({ id, maxModelLen, ownedBy }) => ({ id, maxModelLen, ownedBy }));
-  }
-
-  /**
-   * Validates, counts the prompt and reserves prompt + completion budget. Throws
-   * BAD_USER_INPUT, RATE_LIMITED or QUOTA_EXCEEDED before anything reaches the upstream's chat endpoint.
-   */
-  async reserve(viewer: Viewer, request: ChatRequest, iface: ChatInterface): Promise<MeteredChat> {
-    validateChatRequest(request, this.config.chat);
-    // Before the prompt is counted: a user over the limit must not keep the tokenizer busy either.
-    await this.rateLimiter.admit(viewer.userId);
-    const model = await this.resolveModel(request.model);
-    if (request.maxTokens !== null && request.maxTokens > model.maxModelLen) {
-      throw BadUserInputError.about('maxTokens', `must be at most ${model.maxModelLen} for ${model.id}.`);
-    }
-    const params = upstreamParams(model.id, request);
-    let prompt;
-    try {
-      prompt = await this.promptCounter.count(model.id, params.messages);
-    } catch (error) {
-      throw this.failure(error);
-    }
-    const completionLimit = model.maxModelLen - prompt.tokens;
-    if (completionLimit < 1) {
-      throw new BadUserInputError(
-        `The messages take ${prompt.tokens} tokens; ${model.id} holds at most ${model.maxModelLen} tokens, answer included.`,
-        'messages',
-      );
-    }
-    if (request.maxTokens !== null && request.maxTokens > completionLimit) {
-      throw BadUserInputError.about(
-        'maxTokens',
-        `${request.maxTokens} plus the ${prompt.tokens} prompt tokens exceeds the context length of ${model.id} (${model.maxModelLen}).`,
-      );
-    }
-    const reservation = await this.quota.reserve({
-      requestId: randomUUID(),
-      userId: viewer.userId,
-      promptTokens: prompt.tokens,
-      promptCountSource: prompt.source,
-      maxTokens: request.maxTokens,
-      modelCompletionLimit: completionLimit,
-      target: { model: model.id, interface: iface, apiKeyId: viewer.apiKeyId },
-    });
-    return { viewer, params, reservation };
-  }
 
   /** A whole answer at once, as the upstream sent it, settled with the usage it reports. */
   async complete(metered: MeteredChat): Promise<{ response: ChatCompletion; usage: TokenCount }> {
@@ -151,7 +91,7 @@ export class ChatService {
     // A stream may produce for longer than a reservation lives; keep it alive while it does.
     const keepReserved = setInterval(() => {
       reservation.extend().catch((error: unknown) => this.log.warn({ err: error }, 'could not extend a reservation'));
-    }, this.quota.extendEveryMs);
+    }, this.extendEveryMs);
     keepReserved.unref();
 
     let ending: StreamEnding = 'client_gone';
@@ -199,25 +139,6 @@ export class ChatService {
       ChatCompletionCreateParamsBase,
       'stream' | 'stream_options'
     >;
-  }
-
-  private async upstreamModels(): Promise<UpstreamModel[]> {
-    try {
-      return await this.upstream.listModels();
-    } catch (error) {
-      throw this.failure(error);
-    }
-  }
-
-  private async resolveModel(requested: string | null): Promise<UpstreamModel> {
-    const models = await this.upstreamModels();
-    if (models.length === 0) throw new UpstreamError('The upstream serves no model.');
-    if (requested === null) return models[0];
-    const model = models.find((candidate) => candidate.id === requested);
-    if (model === undefined) {
-      throw new BadUserInputError(`Unknown model "${requested.slice(0, 200)}". Ask \`models\` for what is served.`, 'model');
-    }
-    return model;
   }
 
   private failure(error: unknown, timedOut = false): Error {

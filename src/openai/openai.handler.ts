@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ChatCompletionChunk } from 'openai/resources/chat/completions';
-import type { MeteredChat } from '../chat/chat.service';
+import type { MeteredChat } from '../chat/chat-admission';
 import type { Logger } from '../logger';
 import type { Route, RequestScope } from '../server/router';
 import { BodyTooLargeError, readJsonBody, sendJson } from '../server/http';
@@ -48,7 +48,7 @@ class OpenAICompatibleEndpoint {
   async models(req: IncomingMessage, res: ServerResponse): Promise<void> {
     await this.services.auth.authenticate(req.headers.authorization ?? null);
     if (req.method !== 'GET') throw methodNotAllowed('GET');
-    const models = await this.services.chat.models();
+    const models = await this.services.chatAdmission.models();
     sendJson(res, 200, {
       object: 'list',
       data: models.map((model) => ({ id: model.id, object: 'model', created: 0, owned_by: model.ownedBy, max_model_len: model.maxModelLen })),
@@ -59,7 +59,7 @@ class OpenAICompatibleEndpoint {
     const viewer = await this.services.auth.authenticate(req.headers.authorization ?? null);
     if (req.method !== 'POST') throw methodNotAllowed('POST');
     const parsed = parseChatRequest(await this.body(req));
-    const metered = await this.services.chat.reserve(viewer, parsed.request, 'openai');
+    const metered = await this.services.chatAdmission.reserve(viewer, parsed.request, 'openai');
     if (parsed.stream) return this.stream(res, metered, parsed);
     const { response } = await this.services.chat.complete(metered);
     sendJson(res, 200, response, { 'x-usage-request-id': metered.reservation.requestId });

@@ -2,7 +2,7 @@ import { MapperKind, getDirective, mapSchema } from '@graphql-tools/utils';
 import { defaultFieldResolver, type GraphQLFieldResolver, type GraphQLSchema } from 'graphql';
 import { createParameterDecorator } from 'type-graphql';
 import { viewerOf } from '../auth/viewer';
-import type { MeteredChat } from '../chat/chat.service';
+import type { MeteredChat } from '../chat/chat-admission';
 import { chatRequestOf, type ChatInput } from '../chat/chat.types';
 import type { GraphQLContext } from '../context';
 
@@ -31,7 +31,7 @@ export function applyQuotaDirective(schema: GraphQLSchema): GraphQLSchema {
       const reserving =
         (inner: Resolver): Resolver =>
         async (source, args, ctx, info) => {
-          ctx.metered = await ctx.services.chat.reserve(viewerOf(ctx), chatRequestOf(args.input), 'graphql');
+          ctx.metered = await ctx.services.chatAdmission.reserve(viewerOf(ctx), chatRequestOf(args.input), 'graphql');
           return inner(source, args, ctx, info);
         };
       const subscribe = fieldConfig.subscribe as Resolver | undefined;

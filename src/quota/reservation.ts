@@ -1,3 +1,10 @@
+import type { Clock } from '../clock';
+import type { Database } from '../db/database';
+import type { Logger } from '../logger';
+import { encodeUnsettled } from '../usage/usage-wire';
+import { EXTEND_SQL, RELEASE_SQL, SETTLE_SQL } from './ledger-sql';
+import type { RateLimiter } from './rate-limiter';
+
 /** Largest count a usage record or a GraphQL Int holds; anything above is refused, never wrapped. */
 export const MAX_TOKEN_COUNT = 2_147_483_647;
 
@@ -43,11 +50,14 @@ export interface SettledUsage {
   readonly at: Date;
 }
 
-/** The ledger's side of a reservation: what `Reservation` calls, once. */
-export interface ReservationLedger {
-  settle(reservation: Reservation, usage: Usage): Promise<SettledUsage>;
-  release(reservation: Reservation): Promise<void>;
-  extend(reservation: Reservation): Promise<void>;
+/** What a reservation needs to end itself; the same for all of them. */
+export interface LedgerAccess {
+  readonly db: Database;
+  readonly rateLimiter: RateLimiter;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** How long a reservation may live before the reaper treats its process as dead. */
+  readonly ttlSeconds: number;
 }
 
 function clampCount(value: number): number {
@@ -55,9 +65,9 @@ function clampCount(value: number): number {
 }
 
 /**
- * Tokens held for one request in flight. It ends exactly once: `settle` charges what was
- * produced and writes the usage record, `release` gives everything back; whichever comes
- * first takes effect and every later call returns its outcome.
+ * Tokens held for one request in flight, from `QuotaService.reserve`. It ends exactly once:
+ * `settle` charges what was produced, writes the usage record and announces it; `release`
+ * gives everything back. Whichever comes first takes effect; every later call returns its outcome.
  */
 export class Reservation {
   private ended: Promise<SettledUsage | null> | null = null;
@@ -66,35 +76,92 @@ export class Reservation {
   constructor(
     readonly budget: ReservedBudget,
     readonly target: ChargeTarget,
-    private readonly ledger: ReservationLedger,
+    private readonly ledger: LedgerAccess,
   ) {}
 
   get requestId(): string {
     return this.budget.requestId;
   }
 
-  get isEnded(): boolean {
-    return this.ended !== null;
-  }
-
   /** Charges `usage` (counts clamped to what a record holds). */
   settle(usage: Usage): Promise<SettledUsage | null> {
-    this.ended ??= this.ledger.settle(this, {
-      ...usage,
-      promptTokens: clampCount(usage.promptTokens),
-      completionTokens: clampCount(usage.completionTokens),
-    });
+    this.ended ??= this.charge({ ...usage, promptTokens: clampCount(usage.promptTokens), completionTokens: clampCount(usage.completionTokens) });
     return this.ended;
   }
 
   /** Gives the whole reservation back, unless it has already ended. */
   release(): Promise<SettledUsage | null> {
-    this.ended ??= this.ledger.release(this).then(() => null);
+    this.ended ??= this.giveBack().then(() => null);
     return this.ended;
   }
 
   /** Keeps a long-running request's reservation from looking abandoned to the reaper. */
-  extend(): Promise<void> {
-    return this.ended === null ? this.ledger.extend(this) : Promise.resolve();
+  async extend(): Promise<void> {
+    if (this.ended === null) await this.ledger.db.query(EXTEND_SQL, [this.ledger.ttlSeconds, this.requestId]);
+  }
+
+  /**
+   * One statement charges what the upstream reported, writes the usage record, sends its
+   * NOTIFY and releases the rest, so a crash leaves either all of it or none, and the event
+   * is heard exactly when the record commits.
+   */
+  private async charge(usage: Usage): Promise<SettledUsage> {
+    const { budget, target, ledger } = this;
+    const total = usage.promptTokens + usage.completionTokens;
+    if (total > MAX_TOKEN_COUNT) throw new RangeError(`totalTokens out of range: ${total}`);
+    if (total > budget.amount) {
+      ledger.log.warn(
+        { requestId: budget.requestId, reported: total, reserved: budget.amount },
+        'upstream reported more tokens than were reserved; charging what fits in the limit',
+      );
+    }
+    const now = ledger.clock.now();
+    const notice = encodeUnsettled({
+      requestId: budget.requestId,
+      userId: budget.userId,
+      model: target.model,
+      promptTokens: usage.promptTokens,
+      completionTokens: usage.completionTokens,
+    });
+    const latencyMs = Math.max(0, Math.min(Math.round(performance.now() - this.startedAt), MAX_TOKEN_COUNT));
+    const row = await ledger.db.one<{ used: string; reserved: string; token_limit: number | null; charged: number | null }>(SETTLE_SQL, [
+      now,
+      budget.userId,
+      budget.requestId,
+      target.apiKeyId,
+      target.model,
+      target.interface,
+      usage.promptTokens,
+      usage.completionTokens,
+      total,
+      usage.usageSource,
+      budget.promptCountSource,
+      usage.status,
+      latencyMs,
+      notice,
+    ]);
+    if (row === undefined) throw new Error(`quota account of user ${budget.userId} is missing`);
+    const used = Number(row.used);
+    const reserved = Number(row.reserved);
+    const chargedTokens = row.charged ?? 0;
+    // The minute's token count held the whole reservation; it keeps what was charged. The charge
+    // is committed and announced already: a failure here must not undo either.
+    await ledger.rateLimiter
+      .adjust(budget.userId, chargedTokens - budget.amount)
+      .catch((error: unknown) => ledger.log.warn({ err: error }, 'could not adjust the rate window'));
+    return {
+      charged: row.charged !== null,
+      chargedTokens,
+      used,
+      reserved,
+      limit: row.token_limit,
+      remaining: row.token_limit === null ? null : Math.max(0, row.token_limit - used - reserved),
+      at: now,
+    };
+  }
+
+  private async giveBack(): Promise<void> {
+    await this.ledger.db.query(RELEASE_SQL, [this.requestId]);
+    await this.ledger.rateLimiter.adjust(this.budget.userId, -this.budget.amount);
   }
 }

@@ -1,0 +1,101 @@
+import { randomUUID } from 'node:crypto';
+import type { Viewer } from '../auth/viewer';
+import type { Config } from '../config';
+import { BadUserInputError, UpstreamError } from '../errors';
+import type { Logger } from '../logger';
+import type { QuotaService } from '../quota/quota.service';
+import type { RateLimiter } from '../quota/rate-limiter';
+import type { ChatInterface, Reservation } from '../quota/reservation';
+import { upstreamParams, validateChatRequest, type ChatRequest, type UpstreamChatParams } from './chat-request';
+import type { Model } from './chat.types';
+import type { PromptCounter } from './prompt-counter';
+import type { Upstream, UpstreamModel } from './upstream';
+import { upstreamFailure } from './upstream-failure';
+
+/** One chat request with its reservation: what `ChatService.complete` and `stream` run. */
+export interface MeteredChat {
+  readonly viewer: Viewer;
+  readonly params: UpstreamChatParams;
+  readonly reservation: Reservation;
+}
+
+/**
+ * The way in to metered chat, before anything reaches the upstream's chat endpoint: the
+ * request is validated, rate-limited, its model resolved, its prompt counted and its budget
+ * reserved. Both APIs admit through here (GraphQL's `@quota`, `/v1`).
+ */
+export class ChatAdmission {
+  constructor(
+    private readonly config: Config,
+    private readonly upstream: Upstream,
+    private readonly promptCounter: PromptCounter,
+    private readonly quota: QuotaService,
+    private readonly rateLimiter: RateLimiter,
+    private readonly log: Logger,
+  ) {}
+
+  async models(): Promise<Model[]> {
+    const models = await this.upstreamModels();
+    return models.map(({ id, maxModelLen, ownedBy }) => ({ id, maxModelLen, ownedBy }));
+  }
+
+  /** Throws BAD_USER_INPUT, RATE_LIMITED or QUOTA_EXCEEDED when the request may not start. */
+  async reserve(viewer: Viewer, request: ChatRequest, iface: ChatInterface): Promise<MeteredChat> {
+    validateChatRequest(request, this.config.chat);
+    // Before the prompt is counted: a user over the limit must not keep the tokenizer busy either.
+    await this.rateLimiter.admit(viewer.userId);
+    const model = await this.resolveModel(request.model);
+    if (request.maxTokens !== null && request.maxTokens > model.maxModelLen) {
+      throw BadUserInputError.about('maxTokens', `must be at most ${model.maxModelLen} for ${model.id}.`);
+    }
+    const params = upstreamParams(model.id, request);
+    let prompt;
+    try {
+      prompt = await this.promptCounter.count(model.id, params.messages);
+    } catch (error) {
+      throw upstreamFailure(error, { timedOut: false, timeoutMs: this.config.vllm.timeoutMs, log: this.log });
+    }
+    const completionLimit = model.maxModelLen - prompt.tokens;
+    if (completionLimit < 1) {
+      throw new BadUserInputError(
+        `The messages take ${prompt.tokens} tokens; ${model.id} holds at most ${model.maxModelLen} tokens, answer included.`,
+        'messages',
+      );
+    }
+    if (request.maxTokens !== null && request.maxTokens > completionLimit) {
+      throw BadUserInputError.about(
+        'maxTokens',
+        `${request.maxTokens} plus the ${prompt.tokens} prompt tokens exceeds the context length of ${model.id} (${model.maxModelLen}).`,
+      );
+    }
+    const reservation = await this.quota.reserve({
+      requestId: randomUUID(),
+      userId: viewer.userId,
+      promptTokens: prompt.tokens,
+      promptCountSource: prompt.source,
+      maxTokens: request.maxTokens,
+      modelCompletionLimit: completionLimit,
+      target: { model: model.id, interface: iface, apiKeyId: viewer.apiKeyId },
+    });
+    return { viewer, params, reservation };
+  }
+
+  private async upstreamModels(): Promise<UpstreamModel[]> {
+    try {
+      return await this.upstream.listModels();
+    } catch (error) {
+      throw upstreamFailure(error, { timedOut: false, timeoutMs: this.config.vllm.timeoutMs, log: this.log });
+    }
+  }
+
+  private async resolveModel(requested: string | null): Promise<UpstreamModel> {
+    const models = await this.upstreamModels();
+    if (models.length === 0) throw new UpstreamError('The upstream serves no model.');
+    if (requested === null) return models[0];
+    const model = models.find((candidate) => candidate.id === requested);
+    if (model === undefined) {
+      throw new BadUserInputError(`Unknown model "${requested.slice(0, 200)}". Ask \`models\` for what is served.`, 'model');
+    }
+    return model;
+  }
+}
