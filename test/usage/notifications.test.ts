@@ -3,7 +3,7 @@ import { Client } from 'pg';
 import pino from 'pino';
 import { CHANNELS, PgNotifications } from '../../src/db/notifications';
 import { createTestDatabase } from '../helpers/database';
-import { sleep, until } from './support';
+import { sleep, until } from '../helpers/client';
 
 /**
  * A TCP proxy in front of PostgreSQL that a test can cut, hold (new connections wait) or shut
