@@ -8,8 +8,8 @@ import {
   UsersDocument,
 } from '../generated/graphql';
 import { sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { createUser, onlyError, signInAdmin, sleep, strongPassword, type SignedIn } from '../helpers/client';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { createUser, onlyError, sleep, strongPassword, type SignedIn } from '../helpers/client';
 import { expectWsRefused } from './support';
 
 describe('API keys', () => {
@@ -17,8 +17,7 @@ describe('API keys', () => {
   let admin: SignedIn;
 
   beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = await signInAdmin(gateway);
+    ({ gateway, admin } = await startWithAdmin());
   });
   afterAll(() => gateway.stop());
 

@@ -1,7 +1,7 @@
 import jwt from 'jsonwebtoken';
 import { LoginDocument, MeDocument, UpdateUserDocument } from '../generated/graphql';
 import { sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
+import { startTestGateway, startWithAdmin, type TestGateway } from '../helpers/server';
 import { createUser, onlyError, postGraphQL, signInAdmin, sleep, strongPassword, TEST_ADMIN, uniqueEmail, type SignedIn } from '../helpers/client';
 
 /** Source addresses: every test that counts failures per address uses its own. */
@@ -36,11 +36,10 @@ describe('login', () => {
   let admin: SignedIn;
 
   beforeAll(async () => {
-    gateway = await startTestGateway({
+    ({ gateway, admin } = await startWithAdmin({
       // Aliases allowed beyond 20 here, so that the throttle itself is what stops a document of guesses.
       env: { LOGIN_MAX_FAILURES_PER_ACCOUNT: '5', LOGIN_MAX_FAILURES_PER_ADDRESS: '10', GRAPHQL_MAX_ALIASES: '50' },
-    });
-    admin = await signInAdmin(gateway);
+    }));
   });
   afterAll(() => gateway.stop());
 

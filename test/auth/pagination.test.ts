@@ -1,8 +1,8 @@
 import argon2 from 'argon2';
 import { UsersDocument, type UsersQuery } from '../generated/graphql';
 import { sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { createUser, onlyError, signIn, signInAdmin, type SignedIn } from '../helpers/client';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { createUser, onlyError, signIn, type SignedIn } from '../helpers/client';
 
 const PASSWORD = 'listed-user-password';
 type Page = UsersQuery['users'];
@@ -12,8 +12,7 @@ describe('users pagination over 250 users', () => {
   let admin: SignedIn;
 
   beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = await signInAdmin(gateway);
+    ({ gateway, admin } = await startWithAdmin());
     // One hash for all 250, inserted in one statement. Creation times repeat (7 distinct
     // values), so the order must break ties by id, or pages would skip and repeat users.
     const hash = await argon2.hash(PASSWORD, { type: argon2.argon2id, memoryCost: 19_456, timeCost: 2, parallelism: 1 });

@@ -7,16 +7,15 @@ import {
   UpdateUserDocument,
   UsersDocument,
 } from '../generated/graphql';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { createUser, onlyError, signIn, signInAdmin, strongPassword, type SignedIn } from '../helpers/client';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { createUser, onlyError, signIn, strongPassword, type SignedIn } from '../helpers/client';
 
 describe('sessions', () => {
   let gateway: TestGateway;
   let admin: SignedIn;
 
   beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = await signInAdmin(gateway);
+    ({ gateway, admin } = await startWithAdmin());
   });
   afterAll(() => gateway.stop());
 

@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import jwt from 'jsonwebtoken';
 import { MeDocument } from '../generated/graphql';
 import { sql } from '../helpers/database';
-import { TEST_JWT_SECRET, startTestGateway, type TestGateway } from '../helpers/server';
-import { createUser, onlyError, postGraphQL, signInAdmin, type SignedIn } from '../helpers/client';
+import { TEST_JWT_SECRET, startWithAdmin, type TestGateway } from '../helpers/server';
+import { createUser, onlyError, postGraphQL, type SignedIn } from '../helpers/client';
 import { expectWsRefused } from './support';
 
 const base64url = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url');
@@ -28,8 +28,7 @@ describe('access tokens', () => {
   let user: SignedIn;
 
   beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = await signInAdmin(gateway);
+    ({ gateway, admin } = await startWithAdmin());
     user = await createUser(gateway, admin.token);
   });
   afterAll(() => gateway.stop());

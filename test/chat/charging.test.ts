@@ -2,8 +2,8 @@
 // the simulator's tokenizer is deliberately unlike tiktoken's cl100k_base, so a charge computed
 // with tiktoken would show here.
 import { ChatDocument, ChatStreamDocument, MyUsageDocument, UpdateUserDocument } from '../generated/graphql';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { createUser, signInAdmin } from '../helpers/client';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { createUser } from '../helpers/client';
 import { ledger, usageRecords } from '../helpers/database';
 import { simulatorPromptTokens, tiktokenCount } from '../helpers/tokens';
 
@@ -24,8 +24,7 @@ describe('charging what vLLM reports', () => {
   let admin: string;
 
   beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = (await signInAdmin(gateway)).token;
+    ({ gateway, admin: { token: admin } } = await startWithAdmin());
   });
   afterAll(() => gateway.stop());
 
@@ -137,8 +136,7 @@ describe('charging what vLLM reports when it has no /tokenize', () => {
   let admin: string;
 
   beforeAll(async () => {
-    gateway = await startTestGateway({ simulator: { tokenizeEndpoint: false } });
-    admin = (await signInAdmin(gateway)).token;
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({ simulator: { tokenizeEndpoint: false } }));
   });
   afterAll(() => gateway.stop());
 

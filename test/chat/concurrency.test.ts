@@ -2,7 +2,7 @@
 // database, never push `used` past the limit, every token charged is in a usage record, and
 // the upstream sees exactly the requests that were accepted.
 import { ledger, sql, usageRecords } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
+import { startTestGateway, startWithAdmin, type TestGateway } from '../helpers/server';
 import { ChatDocument, MyUsageDocument, type ChatMutation } from '../generated/graphql';
 import { codeOf, createUser, signInAdmin, TEST_ADMIN } from '../helpers/client';
 import { simulatorPromptTokens } from '../helpers/tokens';
@@ -89,8 +89,7 @@ describe('concurrent chats against one quota', () => {
   let admin: string;
 
   beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = (await signInAdmin(gateway)).token;
+    ({ gateway, admin: { token: admin } } = await startWithAdmin());
   });
   afterAll(() => gateway.stop());
 

@@ -2,8 +2,8 @@
 // nothing is charged for tokens never produced, what was produced is charged once, and the
 // user's quota is never left held by a request that is gone.
 import { ChatDocument, ChatStreamDocument, type ChatStreamSubscription } from '../generated/graphql';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { codeOf, createUser, eventually, extensionsOf, signInAdmin } from '../helpers/client';
+import { resetSimulator, startWithAdmin, type TestGateway } from '../helpers/server';
+import { codeOf, createUser, eventually, extensionsOf } from '../helpers/client';
 import { ledger, usageRecords } from '../helpers/database';
 import { simulatorPromptTokens } from '../helpers/tokens';
 
@@ -20,13 +20,9 @@ describe('upstream faults', () => {
   let admin: string;
 
   beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = (await signInAdmin(gateway)).token;
+    ({ gateway, admin: { token: admin } } = await startWithAdmin());
   });
-  afterEach(() => {
-    gateway.simulator.setFault(null);
-    gateway.simulator.setLatency({ timeToFirstTokenMs: 0, interTokenLatencyMs: 0, jitterMs: 0 });
-  });
+  afterEach(() => resetSimulator(gateway.simulator));
   afterAll(() => gateway.stop());
 
   async function expectNothingCharged(userId: string): Promise<void> {
@@ -195,10 +191,9 @@ describe('upstream hangs past the timeout', () => {
   let admin: string;
 
   beforeAll(async () => {
-    gateway = await startTestGateway({ env: { VLLM_TIMEOUT_MS: '1000' } });
-    admin = (await signInAdmin(gateway)).token;
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({ env: { VLLM_TIMEOUT_MS: '1000' } }));
   });
-  afterEach(() => gateway.simulator.setFault(null));
+  afterEach(() => resetSimulator(gateway.simulator));
   afterAll(() => gateway.stop());
 
   it('chat: UPSTREAM_ERROR with timeout after about VLLM_TIMEOUT_MS, nothing charged, reservation released', async () => {

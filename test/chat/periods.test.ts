@@ -4,8 +4,8 @@
 import type { Clock } from '../../src/clock';
 import { ChatDocument, ChatStreamDocument, type QuotaPeriod } from '../generated/graphql';
 import { createTestDatabase, ledger, sql, usageRecords } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { codeOf, createUser, eventually, signInAdmin, usageOf } from '../helpers/client';
+import { resetSimulator, startWithAdmin, type TestGateway } from '../helpers/server';
+import { codeOf, createUser, eventually, usageOf } from '../helpers/client';
 
 const LIMIT = 120;
 const messages = [{ role: 'USER' as const, content: 'Count to ten.' }];
@@ -21,10 +21,9 @@ describe('quota periods at UTC boundaries', () => {
     // day or month instead of UTC's would put the boundary in the wrong place.
     const databaseUrl = await createTestDatabase();
     await sql(databaseUrl, `alter database ${new URL(databaseUrl).pathname.slice(1)} set timezone to 'Pacific/Kiritimati'`);
-    gateway = await startTestGateway({ clock, databaseUrl });
-    admin = (await signInAdmin(gateway)).token;
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({ clock, databaseUrl }));
   });
-  afterEach(() => gateway.simulator.setLatency({ timeToFirstTokenMs: 0, interTokenLatencyMs: 0 }));
+  afterEach(() => resetSimulator(gateway.simulator));
   afterAll(() => gateway.stop());
 
   /** Chats (no maxTokens, so the last one is capped to what remains) until refused. */

@@ -53,7 +53,8 @@ describe('chat, end to end', () => {
     expect(page.errors).toBeUndefined();
     const byId = new Map(page.data?.users.nodes.map((node) => [node.id, node.usage]));
     for (const [index, user] of users.entries()) {
-      expect(byId.get(user.id)).toEqual({ used: spent[user.id], limit: [100, 200, 300][index] });
+      const limit = [100, 200, 300][index];
+      expect(byId.get(user.id)).toEqual({ used: spent[user.id], limit, remaining: limit - spent[user.id], reserved: 0, periodStart: null, periodEnd: null });
     }
   });
 });

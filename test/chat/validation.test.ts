@@ -1,8 +1,8 @@
 // Bad input is refused before any reservation and before the upstream's chat endpoint: the
 // error names its code and the argument at fault, nothing is charged, the model never runs.
 import { ChatDocument, ChatStreamDocument, type ChatInput } from '../generated/graphql';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { codeOf, createUser, extensionsOf, signInAdmin, type SignedIn } from '../helpers/client';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { codeOf, createUser, extensionsOf, type SignedIn } from '../helpers/client';
 import { ledger, usageRecords } from '../helpers/database';
 
 const hello = [{ role: 'USER' as const, content: 'Hello there.' }];
@@ -33,8 +33,7 @@ describe('bad chat input', () => {
   let user: SignedIn;
 
   beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = (await signInAdmin(gateway)).token;
+    ({ gateway, admin: { token: admin } } = await startWithAdmin());
     user = await createUser(gateway, admin, { tokenLimit: 100_000 });
   });
   afterAll(() => gateway.stop());

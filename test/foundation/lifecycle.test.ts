@@ -232,7 +232,7 @@ describe('embedded PostgreSQL under DATA_DIR (no DATABASE_URL)', () => {
     expect(login.data?.login.user).toEqual({ ...created.data?.createUser, id: createdId, email: newUser.email, role: 'USER' });
     const adminAgain = await gql(restarted.url, LoginDocument, PROCESS_ADMIN);
     const listed = await gql(restarted.url, UsersDocument, { search: 'kept@' }, adminAgain.data?.login.accessToken);
-    expect(listed.data?.users.nodes).toEqual([{ id: createdId, email: newUser.email, usage: { used: 0, limit: null } }]);
+    expect(listed.data?.users.nodes).toEqual([{ id: createdId, email: newUser.email, usage: { used: 0, limit: null, remaining: null, reserved: 0, periodStart: null, periodEnd: null } }]);
 
     const restartedExit = await restarted.stop();
     expect(restartedExit.code).toBe(0);

@@ -7,7 +7,7 @@ import { loadConfig, type Config } from '../../src/config';
 import type { Logger } from '../../src/logger';
 import { createServer, type GatewayServer } from '../../src/server';
 import { startSimulator, type Simulator, type SimulatorOptions } from '../../src/simulator';
-import { gql, TEST_ADMIN, WsClient } from './client';
+import { gql, signInAdmin, TEST_ADMIN, WsClient, type SignedIn } from './client';
 import { createTestDatabase } from './database';
 
 export const TEST_JWT_SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789';
@@ -103,4 +103,16 @@ export function requireBuilt(...files: string[]): void {
   for (const file of files) {
     if (!existsSync(path.join(repoRoot, file))) throw new Error(`${file} is missing: run \`npm run build\` first.`);
   }
+}
+
+/** A test gateway and its bootstrap admin, signed in: what most test files start from. */
+export async function startWithAdmin(options: TestGatewayOptions = {}): Promise<{ gateway: TestGateway; admin: SignedIn }> {
+  const gateway = await startTestGateway(options);
+  return { gateway, admin: await signInAdmin(gateway) };
+}
+
+/** Undoes what a test injected into the simulator (a fault, latency), for the next test. */
+export function resetSimulator(simulator: Simulator): void {
+  simulator.setFault(null);
+  simulator.setLatency({ timeToFirstTokenMs: 0, interTokenLatencyMs: 0, jitterMs: 0 });
 }

@@ -1,16 +1,37 @@
 import type OpenAI from 'openai';
 import type { QuotaPeriod } from '../generated/graphql';
 import { createApiKey, createUser, openaiClient, type SignedIn } from '../helpers/client';
-import type { TestGateway } from '../helpers/server';
+import { resetSimulator, startWithAdmin, type TestGateway } from '../helpers/server';
+
+export interface OpenAIEnv {
+  readonly gateway: TestGateway;
+  /** The admin's access token. */
+  readonly admin: string;
+}
+
+/**
+ * The file's gateway and admin, started before its tests and stopped after them; the simulator
+ * is reset after each test, as these tests inject faults and latency.
+ */
+export function openaiGateway(): OpenAIEnv {
+  const env = {} as { gateway: TestGateway; admin: string };
+  beforeAll(async () => {
+    const started = await startWithAdmin();
+    env.gateway = started.gateway;
+    env.admin = started.admin.token;
+  });
+  afterEach(() => resetSimulator(env.gateway.simulator));
+  afterAll(() => env.gateway.stop());
+  return env;
+}
 
 /** A fresh user with an API key, and an SDK client on that key: what an OpenAI client starts from. */
 export async function sdkUser(
-  gateway: TestGateway,
-  adminToken: string,
+  { gateway, admin }: OpenAIEnv,
   tokenLimit: number | null = 100_000,
   quotaPeriod: QuotaPeriod = 'NONE',
 ): Promise<{ user: SignedIn; key: { secret: string; id: string }; client: OpenAI }> {
-  const user = await createUser(gateway, adminToken, { tokenLimit, quotaPeriod });
+  const user = await createUser(gateway, admin, { tokenLimit, quotaPeriod });
   const key = await createApiKey(gateway, user.token, 'openai-test');
   return { user, key, client: openaiClient(gateway, key.secret) };
 }

@@ -2,8 +2,8 @@ import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { getIntrospectionQuery } from 'graphql';
 import { ApiKeysDocument, LoginDocument, ServerInfoDocument } from '../generated/graphql';
 import { sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { createUser, postGraphQL, signInAdmin, type SignedIn } from '../helpers/client';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { createUser, postGraphQL, type SignedIn } from '../helpers/client';
 import { RawSocket, expectWsErrors } from '../helpers/raw-socket';
 import { expectErrors, expectSocketStillServing, expectStillServing, messages, parseJson, rawRequest, type RawResponse } from './support';
 
@@ -17,8 +17,7 @@ describe('hostile documents and bodies', () => {
   let user: SignedIn;
 
   beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = (await signInAdmin(gateway)).token;
+    ({ gateway, admin: { token: admin } } = await startWithAdmin());
     user = await createUser(gateway, admin, { tokenLimit: 10_000 });
   });
   afterAll(() => gateway.stop());

@@ -15,9 +15,9 @@ import {
   type ChatInput,
 } from '../generated/graphql';
 import { sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
 import { startSimulator, type Simulator } from '../../src/simulator';
-import { createUser, postGraphQL, signInAdmin, type SignedIn } from '../helpers/client';
+import { createUser, postGraphQL, type SignedIn } from '../helpers/client';
 import { RawSocket, expectWsErrors } from '../helpers/raw-socket';
 import { expectErrors, expectStillServing, rawRequest, spendOf, startCountingProxy, type CountingProxy } from './support';
 
@@ -41,8 +41,7 @@ describe('hostile arguments', () => {
   beforeAll(async () => {
     simulator = await startSimulator({});
     proxy = await startCountingProxy(simulator);
-    gateway = await startTestGateway({ simulator, env: { VLLM_BASE_URL: proxy.url } });
-    admin = (await signInAdmin(gateway)).token;
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({ simulator, env: { VLLM_BASE_URL: proxy.url } }));
     user = await createUser(gateway, admin, { tokenLimit: 100_000 });
     other = await createUser(gateway, admin, { tokenLimit: 100_000 });
     // One real chat each, so that both have usage to read (and to protect).

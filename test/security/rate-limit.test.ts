@@ -1,7 +1,7 @@
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { ChatDocument, ChatStreamDocument } from '../generated/graphql';
 import { sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
+import { startTestGateway, startWithAdmin, type TestGateway } from '../helpers/server';
 import { startSimulator, type Simulator } from '../../src/simulator';
 import { createUser, postGraphQL, signInAdmin, sleep } from '../helpers/client';
 import { RawSocket, expectWsErrors } from '../helpers/raw-socket';
@@ -22,8 +22,7 @@ describe('rate limit (RATE_LIMIT_REQUESTS_PER_MINUTE=3)', () => {
   beforeAll(async () => {
     simulator = await startSimulator({});
     proxy = await startCountingProxy(simulator);
-    gateway = await startTestGateway({ simulator, env: { RATE_LIMIT_REQUESTS_PER_MINUTE: '3', VLLM_BASE_URL: proxy.url } });
-    admin = (await signInAdmin(gateway)).token;
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({ simulator, env: { RATE_LIMIT_REQUESTS_PER_MINUTE: '3', VLLM_BASE_URL: proxy.url } }));
   });
   afterAll(async () => {
     await gateway.stop();

@@ -1,7 +1,7 @@
 import { UsageHistoryDocument, UsageSummaryDocument, type UsageHistoryQuery, type UsageHistoryQueryVariables } from '../generated/graphql';
 import { createTestDatabase, sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { chat, codeOf, createUser, signInAdmin, type SignedIn } from '../helpers/client';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { chat, codeOf, createUser, type SignedIn } from '../helpers/client';
 
 type Node = UsageHistoryQuery['usage']['edges'][number]['node'];
 
@@ -82,8 +82,7 @@ describe('usage history and summary', () => {
     const databaseUrl = await createTestDatabase();
     const name = new URL(databaseUrl).pathname.slice(1);
     await sql(databaseUrl, `alter database ${name} set timezone to 'Pacific/Kiritimati'`);
-    gateway = await startTestGateway({ databaseUrl, simulator: { timeToFirstTokenMs: 0, interTokenLatencyMs: 0 } });
-    admin = (await signInAdmin(gateway)).token;
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({ databaseUrl, simulator: { timeToFirstTokenMs: 0, interTokenLatencyMs: 0 } }));
     alice = await createUser(gateway, admin);
     bob = await createUser(gateway, admin);
     await insertRecords(gateway.databaseUrl, alice.id, aliceSeeds);

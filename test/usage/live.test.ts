@@ -1,6 +1,6 @@
 import { CreateApiKeyDocument, UpdateUserDocument } from '../generated/graphql';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { chat, codeOf, createUser, signInAdmin, sleep, until, usageOf, WsClient, type Feed, type SignedIn } from '../helpers/client';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { chat, codeOf, createUser, sleep, until, usageOf, WsClient, type Feed, type SignedIn } from '../helpers/client';
 import { busSubscribers, requestIds, usageFeed, type UsageEventData } from './support';
 
 /** Subscriptions register on the server shortly after `subscribe` is sent. */
@@ -24,8 +24,7 @@ describe('usageUpdated on one gateway', () => {
   };
 
   beforeAll(async () => {
-    gateway = await startTestGateway({ simulator: { timeToFirstTokenMs: 0, interTokenLatencyMs: 0 } });
-    admin = (await signInAdmin(gateway)).token;
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({ simulator: { timeToFirstTokenMs: 0, interTokenLatencyMs: 0 } }));
     alice = await createUser(gateway, admin, { tokenLimit: 50_000 });
     bob = await createUser(gateway, admin, { tokenLimit: null });
   });

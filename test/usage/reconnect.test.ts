@@ -1,6 +1,6 @@
 import { sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { chat, createUser, signInAdmin, sleep, until, type Feed, type WsClient } from '../helpers/client';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { chat, createUser, sleep, until, type Feed, type WsClient } from '../helpers/client';
 import { RawSocket } from '../helpers/raw-socket';
 import { requestIds, usageFeed, type UsageEventData } from './support';
 
@@ -32,8 +32,7 @@ describe('usageUpdated across a lost database connection', () => {
   };
 
   beforeAll(async () => {
-    gateway = await startTestGateway({ simulator: { timeToFirstTokenMs: 0, interTokenLatencyMs: 0 } });
-    admin = (await signInAdmin(gateway)).token;
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({ simulator: { timeToFirstTokenMs: 0, interTokenLatencyMs: 0 } }));
   });
   let restore: (() => void) | null = null;
   afterEach(async () => {

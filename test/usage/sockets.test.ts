@@ -1,7 +1,7 @@
 import { Client } from 'pg';
 import { ChangePasswordDocument, CreateApiKeyDocument, RevokeApiKeyDocument, UpdateUserDocument } from '../generated/graphql';
 import { sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
+import { startTestGateway, startWithAdmin, type TestGateway } from '../helpers/server';
 import { chat, codeOf, createUser, extensionsOf, postGraphQL, signInAdmin, sleep, until, WsClient } from '../helpers/client';
 import { RawSocket, wsErrors } from '../helpers/raw-socket';
 import { requestIds, usageFeed } from './support';
@@ -34,7 +34,7 @@ describe('WebSocket life cycle', () => {
   };
 
   beforeAll(async () => {
-    gateway = await startTestGateway({
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({
       simulator: { timeToFirstTokenMs: 0, interTokenLatencyMs: 0 },
       env: {
         WS_CONNECTION_INIT_WAIT_MS: String(INIT_WAIT_MS),
@@ -42,8 +42,7 @@ describe('WebSocket life cycle', () => {
         WS_MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
         HTTP_MAX_BODY_BYTES: String(MAX_BODY_BYTES),
       },
-    });
-    admin = (await signInAdmin(gateway)).token;
+    }));
   });
   const cleanups: (() => void)[] = [];
   const afterThis = (cleanup: () => void): void => {
