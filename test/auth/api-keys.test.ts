@@ -1,36 +1,36 @@
 import {
-  AuthApiKeysDocument,
-  AuthChangePasswordDocument,
-  AuthCreateApiKeyDocument,
-  AuthMeDocument,
-  AuthRevokeApiKeyDocument,
-  AuthUpdateUserDocument,
-  AuthUsersDocument,
+  ApiKeysDocument,
+  ChangePasswordDocument,
+  CreateApiKeyDocument,
+  MeDocument,
+  RevokeApiKeyDocument,
+  UpdateUserDocument,
+  UsersDocument,
 } from '../generated/graphql';
 import { sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { createUser, expectWsRefused, loginAdmin, onlyError, sleep, strongPassword, wsExecute, type SignedIn } from './support';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { createUser, onlyError, sleep, strongPassword, type SignedIn } from '../helpers/client';
+import { expectWsRefused } from './support';
 
 describe('API keys', () => {
   let gateway: TestGateway;
   let admin: SignedIn;
 
   beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = await loginAdmin(gateway);
+    ({ gateway, admin } = await startWithAdmin());
   });
   afterAll(() => gateway.stop());
 
   async function newKey(owner: SignedIn, name = 'laptop'): Promise<{ id: string; secret: string; prefix: string }> {
-    const result = await gateway.gql(AuthCreateApiKeyDocument, { name }, owner.accessToken);
+    const result = await gateway.gql(CreateApiKeyDocument, { name }, owner.token);
     expect(result.errors).toBeUndefined();
     const { secret, apiKey } = result.data!.createApiKey;
     return { id: apiKey.id, secret, prefix: apiKey.prefix };
   }
 
   it('createApiKey returns an sk- secret once; apiKeys lists it by prefix, never the secret', async () => {
-    const user = await createUser(gateway, admin.accessToken);
-    const created = await gateway.gql(AuthCreateApiKeyDocument, { name: '  ci runner ' }, user.accessToken);
+    const user = await createUser(gateway, admin.token);
+    const created = await gateway.gql(CreateApiKeyDocument, { name: '  ci runner ' }, user.token);
     expect(created.errors).toBeUndefined();
     const { secret, apiKey } = created.data!.createApiKey;
     expect(secret).toMatch(/^sk-[A-Za-z0-9_-]{40,}$/);
@@ -38,7 +38,7 @@ describe('API keys', () => {
     expect(secret.startsWith(apiKey.prefix)).toBe(true);
     expect(apiKey.prefix.length).toBeLessThan(secret.length / 2);
 
-    const listed = await gateway.gql(AuthApiKeysDocument, {}, user.accessToken);
+    const listed = await gateway.gql(ApiKeysDocument, {}, user.token);
     expect(listed.data?.apiKeys).toEqual([apiKey]);
     expect(JSON.stringify(listed)).not.toContain(secret);
     // Stored hashed: the database does not hold the secret either.
@@ -48,98 +48,99 @@ describe('API keys', () => {
     // Two keys never share a secret.
     const second = await newKey(user, 'second');
     expect(second.secret).not.toBe(secret);
-    expect((await gateway.gql(AuthApiKeysDocument, {}, user.accessToken)).data?.apiKeys.map((key) => key.id).sort()).toEqual(
+    expect((await gateway.gql(ApiKeysDocument, {}, user.token)).data?.apiKeys.map((key) => key.id).sort()).toEqual(
       [apiKey.id, second.id].sort(),
     );
   });
 
   it('refuses a key without a name', async () => {
-    const user = await createUser(gateway, admin.accessToken);
-    const result = await gateway.gql(AuthCreateApiKeyDocument, { name: '   ' }, user.accessToken);
+    const user = await createUser(gateway, admin.token);
+    const result = await gateway.gql(CreateApiKeyDocument, { name: '   ' }, user.token);
     expect(onlyError(result, 'BAD_USER_INPUT').extensions?.field).toBe('name');
   });
 
   it('authenticates me over HTTP and over graphql-ws, as its owner, and records its use', async () => {
-    const user = await createUser(gateway, admin.accessToken);
+    const user = await createUser(gateway, admin.token);
     const key = await newKey(user);
 
-    const overHttp = await gateway.gql(AuthMeDocument, {}, key.secret);
+    const overHttp = await gateway.gql(MeDocument, {}, key.secret);
     expect(overHttp.errors).toBeUndefined();
     expect(overHttp.data?.me).toMatchObject({ id: user.id, email: user.email });
 
-    const overWs = await wsExecute(gateway.ws(key.secret), AuthMeDocument);
-    expect(overWs.errors).toBeUndefined();
-    expect(overWs.data?.me).toMatchObject({ id: user.id, email: user.email });
+    const overWs = await gateway.ws(key.secret).collect(MeDocument, {});
+    expect(overWs.error).toBeNull();
+    expect(overWs.events.map((event) => event.me)).toHaveLength(1);
+    expect(overWs.events[0].me).toMatchObject({ id: user.id, email: user.email });
 
     // The key carries its owner's role, no more.
-    onlyError(await gateway.gql(AuthUsersDocument, {}, key.secret), 'FORBIDDEN');
+    onlyError(await gateway.gql(UsersDocument, {}, key.secret), 'FORBIDDEN');
 
     // lastUsedAt is written off the request's path: give it a moment.
     let lastUsedAt: string | null = null;
     for (let i = 0; i < 20 && lastUsedAt === null; i += 1) {
-      lastUsedAt = (await gateway.gql(AuthApiKeysDocument, {}, user.accessToken)).data?.apiKeys[0].lastUsedAt ?? null;
+      lastUsedAt = (await gateway.gql(ApiKeysDocument, {}, user.token)).data?.apiKeys[0].lastUsedAt ?? null;
       if (lastUsedAt === null) await sleep(50);
     }
     expect(lastUsedAt).not.toBeNull();
   });
 
   it('stops working once revoked, over HTTP and graphql-ws; revoking again answers false', async () => {
-    const user = await createUser(gateway, admin.accessToken);
+    const user = await createUser(gateway, admin.token);
     const key = await newKey(user);
     const other = await newKey(user, 'other');
-    expect((await gateway.gql(AuthMeDocument, {}, key.secret)).errors).toBeUndefined();
+    expect((await gateway.gql(MeDocument, {}, key.secret)).errors).toBeUndefined();
 
-    const revoked = await gateway.gql(AuthRevokeApiKeyDocument, { id: key.id }, user.accessToken);
+    const revoked = await gateway.gql(RevokeApiKeyDocument, { id: key.id }, user.token);
     expect(revoked.data?.revokeApiKey).toBe(true);
-    onlyError(await gateway.gql(AuthMeDocument, {}, key.secret), 'UNAUTHENTICATED');
-    await expectWsRefused(gateway.ws(key.secret), AuthMeDocument);
-    expect((await gateway.gql(AuthRevokeApiKeyDocument, { id: key.id }, user.accessToken)).data?.revokeApiKey).toBe(false);
+    onlyError(await gateway.gql(MeDocument, {}, key.secret), 'UNAUTHENTICATED');
+    await expectWsRefused(gateway.ws(key.secret));
+    expect((await gateway.gql(RevokeApiKeyDocument, { id: key.id }, user.token)).data?.revokeApiKey).toBe(false);
 
-    const listed = (await gateway.gql(AuthApiKeysDocument, {}, user.accessToken)).data?.apiKeys ?? [];
+    const listed = (await gateway.gql(ApiKeysDocument, {}, user.token)).data?.apiKeys ?? [];
     expect(listed.find((entry) => entry.id === key.id)?.revokedAt).toEqual(expect.any(String));
     // The user's other key is unaffected.
-    expect((await gateway.gql(AuthMeDocument, {}, other.secret)).data?.me.id).toBe(user.id);
+    expect((await gateway.gql(MeDocument, {}, other.secret)).data?.me.id).toBe(user.id);
   });
 
   it('dies when its user is disabled', async () => {
-    const user = await createUser(gateway, admin.accessToken);
+    const user = await createUser(gateway, admin.token);
     const key = await newKey(user);
-    expect((await gateway.gql(AuthMeDocument, {}, key.secret)).errors).toBeUndefined();
-    await gateway.gql(AuthUpdateUserDocument, { id: user.id, input: { disabled: true } }, admin.accessToken);
-    onlyError(await gateway.gql(AuthMeDocument, {}, key.secret), 'UNAUTHENTICATED');
-    await expectWsRefused(gateway.ws(key.secret), AuthMeDocument);
+    expect((await gateway.gql(MeDocument, {}, key.secret)).errors).toBeUndefined();
+    await gateway.gql(UpdateUserDocument, { id: user.id, input: { disabled: true } }, admin.token);
+    onlyError(await gateway.gql(MeDocument, {}, key.secret), 'UNAUTHENTICATED');
+    await expectWsRefused(gateway.ws(key.secret));
   });
 
   it('refuses to revoke someone else’s key (FORBIDDEN), which keeps working', async () => {
-    const owner = await createUser(gateway, admin.accessToken);
-    const stranger = await createUser(gateway, admin.accessToken);
+    const owner = await createUser(gateway, admin.token);
+    const stranger = await createUser(gateway, admin.token);
     const key = await newKey(owner);
 
-    onlyError(await gateway.gql(AuthRevokeApiKeyDocument, { id: key.id }, stranger.accessToken), 'FORBIDDEN');
+    onlyError(await gateway.gql(RevokeApiKeyDocument, { id: key.id }, stranger.token), 'FORBIDDEN');
     // Nor with the stranger's own API key.
     const strangerKey = await newKey(stranger);
-    onlyError(await gateway.gql(AuthRevokeApiKeyDocument, { id: key.id }, strangerKey.secret), 'FORBIDDEN');
+    onlyError(await gateway.gql(RevokeApiKeyDocument, { id: key.id }, strangerKey.secret), 'FORBIDDEN');
     // The stranger does not see it either.
-    expect((await gateway.gql(AuthApiKeysDocument, {}, stranger.accessToken)).data?.apiKeys.map((entry) => entry.id)).toEqual([strangerKey.id]);
-    expect((await gateway.gql(AuthMeDocument, {}, key.secret)).data?.me.id).toBe(owner.id);
+    expect((await gateway.gql(ApiKeysDocument, {}, stranger.token)).data?.apiKeys.map((entry) => entry.id)).toEqual([strangerKey.id]);
+    expect((await gateway.gql(MeDocument, {}, key.secret)).data?.me.id).toBe(owner.id);
 
-    const unknown = await gateway.gql(AuthRevokeApiKeyDocument, { id: '00000000-0000-4000-8000-000000000000' }, stranger.accessToken);
+    const unknown = await gateway.gql(RevokeApiKeyDocument, { id: '00000000-0000-4000-8000-000000000000' }, stranger.token);
     onlyError(unknown, 'BAD_USER_INPUT');
   });
 
   it('refuses anonymous callers', async () => {
-    onlyError(await gateway.gql(AuthCreateApiKeyDocument, { name: 'x' }), 'UNAUTHENTICATED');
-    onlyError(await gateway.gql(AuthApiKeysDocument, {}), 'UNAUTHENTICATED');
-    onlyError(await gateway.gql(AuthRevokeApiKeyDocument, { id: '00000000-0000-4000-8000-000000000000' }), 'UNAUTHENTICATED');
-    onlyError(await gateway.gql(AuthMeDocument, {}, 'sk-not-a-real-key'), 'UNAUTHENTICATED');
+    onlyError(await gateway.gql(CreateApiKeyDocument, { name: 'x' }), 'UNAUTHENTICATED');
+    onlyError(await gateway.gql(ApiKeysDocument, {}), 'UNAUTHENTICATED');
+    onlyError(await gateway.gql(RevokeApiKeyDocument, { id: '00000000-0000-4000-8000-000000000000' }), 'UNAUTHENTICATED');
+    onlyError(await gateway.gql(MeDocument, {}, 'sk-not-a-real-key'), 'UNAUTHENTICATED');
   });
 
   it('survives a password change (keys are not sessions)', async () => {
-    const user = await createUser(gateway, admin.accessToken);
+    const user = await createUser(gateway, admin.token);
     const key = await newKey(user);
-    const changed = await gateway.gql(AuthChangePasswordDocument, { currentPassword: user.password, newPassword: strongPassword() }, user.accessToken);
+    const changed = await gateway.gql(ChangePasswordDocument, { currentPassword: user.password, newPassword: strongPassword() }, user.token);
     expect(changed.errors).toBeUndefined();
-    onlyError(await gateway.gql(AuthMeDocument, {}, user.accessToken), 'UNAUTHENTICATED');
-    expect((await gateway.gql(AuthMeDocument, {}, key.secret)).data?.me.id).toBe(user.id);
+    onlyError(await gateway.gql(MeDocument, {}, user.token), 'UNAUTHENTICATED');
+    expect((await gateway.gql(MeDocument, {}, key.secret)).data?.me.id).toBe(user.id);
   });
 });

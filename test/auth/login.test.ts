@@ -1,14 +1,14 @@
 import jwt from 'jsonwebtoken';
-import { AuthLoginDocument, AuthMeDocument, AuthUpdateUserDocument } from '../generated/graphql';
+import { LoginDocument, MeDocument, UpdateUserDocument } from '../generated/graphql';
 import { sql } from '../helpers/database';
-import { TEST_ADMIN, startTestGateway, type TestGateway } from '../helpers/server';
-import { createUser, loginAdmin, median, onlyError, postGraphQL, sleep, strongPassword, uniqueEmail, type SignedIn } from './support';
+import { startTestGateway, startWithAdmin, type TestGateway } from '../helpers/server';
+import { createUser, onlyError, postGraphQL, signInAdmin, sleep, strongPassword, TEST_ADMIN, uniqueEmail, type SignedIn } from '../helpers/client';
 
 /** Source addresses: every test that counts failures per address uses its own. */
 const address = (n: number): string => `127.0.0.${n}`;
 
 async function loginFrom(gateway: TestGateway, from: string, email: string, password: string) {
-  const { body } = await postGraphQL(gateway.server.url, AuthLoginDocument, { email, password }, { localAddress: from });
+  const { body } = await postGraphQL(gateway.server.url, LoginDocument, { email, password }, { localAddress: from });
   return body;
 }
 
@@ -25,22 +25,27 @@ function argon2Parameters(hash: string): Record<string, number> {
   return Object.fromEntries(parameters.split(',').map((pair) => [pair.split('=')[0], Number(pair.split('=')[1])]));
 }
 
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+}
+
 describe('login', () => {
   let gateway: TestGateway;
   let admin: SignedIn;
 
   beforeAll(async () => {
-    gateway = await startTestGateway({
+    ({ gateway, admin } = await startWithAdmin({
       // Aliases allowed beyond 20 here, so that the throttle itself is what stops a document of guesses.
       env: { LOGIN_MAX_FAILURES_PER_ACCOUNT: '5', LOGIN_MAX_FAILURES_PER_ADDRESS: '10', GRAPHQL_MAX_ALIASES: '50' },
-    });
-    admin = await loginAdmin(gateway);
+    }));
   });
   afterAll(() => gateway.stop());
 
   it('returns an HS256 access token valid for 15 minutes, an opaque refresh token and the user', async () => {
     const before = Date.now();
-    const result = await gateway.gql(AuthLoginDocument, { email: TEST_ADMIN.email, password: TEST_ADMIN.password });
+    const result = await gateway.gql(LoginDocument, { email: TEST_ADMIN.email, password: TEST_ADMIN.password });
     expect(result.errors).toBeUndefined();
     const payload = result.data!.login;
     expect(payload.user).toMatchObject({ email: TEST_ADMIN.email, role: 'ADMIN', disabled: false });
@@ -59,24 +64,24 @@ describe('login', () => {
     expect(payload.refreshToken.length).toBeGreaterThanOrEqual(43);
     expect(payload.refreshToken).not.toBe(payload.accessToken);
 
-    const me = await gateway.gql(AuthMeDocument, {}, payload.accessToken);
+    const me = await gateway.gql(MeDocument, {}, payload.accessToken);
     expect(me.data?.me).toMatchObject({ id: payload.user.id, email: TEST_ADMIN.email });
   });
 
   it('finds the account whatever the case and surrounding spaces of the email', async () => {
-    const result = await gateway.gql(AuthLoginDocument, { email: `  ${TEST_ADMIN.email.toUpperCase()} `, password: TEST_ADMIN.password });
+    const result = await gateway.gql(LoginDocument, { email: `  ${TEST_ADMIN.email.toUpperCase()} `, password: TEST_ADMIN.password });
     expect(result.errors).toBeUndefined();
     expect(result.data?.login.user.email).toBe(TEST_ADMIN.email);
   });
 
   it('answers a wrong password, an unknown email and a disabled account identically', async () => {
-    const user = await createUser(gateway, admin.accessToken);
-    const disabled = await createUser(gateway, admin.accessToken);
-    await gateway.gql(AuthUpdateUserDocument, { id: disabled.id, input: { disabled: true } }, admin.accessToken);
+    const user = await createUser(gateway, admin.token);
+    const disabled = await createUser(gateway, admin.token);
+    await gateway.gql(UpdateUserDocument, { id: disabled.id, input: { disabled: true } }, admin.token);
 
-    const wrong = await gateway.gql(AuthLoginDocument, { email: user.email, password: `${user.password}x` });
-    const unknown = await gateway.gql(AuthLoginDocument, { email: uniqueEmail('nobody'), password: user.password });
-    const off = await gateway.gql(AuthLoginDocument, { email: disabled.email, password: disabled.password });
+    const wrong = await gateway.gql(LoginDocument, { email: user.email, password: `${user.password}x` });
+    const unknown = await gateway.gql(LoginDocument, { email: uniqueEmail('nobody'), password: user.password });
+    const off = await gateway.gql(LoginDocument, { email: disabled.email, password: disabled.password });
 
     const error = onlyError(wrong, 'UNAUTHENTICATED');
     expect(wrong.data).toBeNull();
@@ -89,7 +94,7 @@ describe('login', () => {
   });
 
   it('locks an account after 5 failures, from any address, with RATE_LIMITED and retryAfter', async () => {
-    const user = await createUser(gateway, admin.accessToken);
+    const user = await createUser(gateway, admin.token);
     for (let i = 0; i < 5; i += 1) {
       onlyError(await loginFrom(gateway, address(11), user.email, `wrong-password-${i}`), 'UNAUTHENTICATED');
     }
@@ -127,7 +132,7 @@ describe('login', () => {
   });
 
   it('counts each aliased login in one document as one attempt: 20 guesses in a request find nothing', async () => {
-    const user = await createUser(gateway, admin.accessToken);
+    const user = await createUser(gateway, admin.token);
     // 19 wrong guesses, then the right password as the 20th alias.
     const guesses = [...Array.from({ length: 19 }, (_, i) => `guess-number-${i}`), user.password];
     const { body } = await postGraphQL<Record<string, { accessToken: string } | null>, undefined>(
@@ -159,7 +164,7 @@ describe('login', () => {
   });
 
   it('rehashes the password at sign-in when the hash parameters change', async () => {
-    const user = await createUser(gateway, admin.accessToken);
+    const user = await createUser(gateway, admin.token);
     const hashOf = async () =>
       (await sql<{ password_hash: string }>(gateway.databaseUrl, 'select password_hash from users where id = $1', [user.id]))[0].password_hash;
     expect(argon2Parameters(await hashOf())).toEqual({ m: 19456, t: 2, p: 1 });
@@ -167,13 +172,13 @@ describe('login', () => {
     // A second instance on the same database, configured with a higher time cost.
     const stronger = await startTestGateway({ databaseUrl: gateway.databaseUrl, env: { PASSWORD_HASH_TIME_COST: '3' } });
     try {
-      expect((await stronger.gql(AuthLoginDocument, { email: user.email, password: user.password })).errors).toBeUndefined();
+      expect((await stronger.gql(LoginDocument, { email: user.email, password: user.password })).errors).toBeUndefined();
     } finally {
       await stronger.stop();
     }
     expect(argon2Parameters(await hashOf())).toEqual({ m: 19456, t: 3, p: 1 });
     // The new hash still verifies the same password, on either configuration.
-    expect((await gateway.gql(AuthLoginDocument, { email: user.email, password: user.password })).errors).toBeUndefined();
+    expect((await gateway.gql(LoginDocument, { email: user.email, password: user.password })).errors).toBeUndefined();
   });
 });
 
@@ -185,8 +190,8 @@ describe('login lockout expiry', () => {
   afterAll(() => gateway.stop());
 
   it('with the default limits, refuses a document of 20 aliased logins before checking any password', async () => {
-    const admin = await loginAdmin(gateway);
-    const user = await createUser(gateway, admin.accessToken);
+    const admin = await signInAdmin(gateway);
+    const user = await createUser(gateway, admin.token);
     const guesses = [...Array.from({ length: 19 }, (_, i) => `guess-number-${i}`), user.password];
     const { body } = await postGraphQL(gateway.server.url, guessDocument(user.email, guesses), undefined, { localAddress: address(52) });
     expect(body.data ?? null).toBeNull();
@@ -197,8 +202,8 @@ describe('login lockout expiry', () => {
   });
 
   it('lifts the lock after retryAfter, doubles it on the next failure, and a success starts afresh', async () => {
-    const admin = await loginAdmin(gateway);
-    const user = await createUser(gateway, admin.accessToken);
+    const admin = await signInAdmin(gateway);
+    const user = await createUser(gateway, admin.token);
     const from = address(51);
     for (let i = 0; i < 3; i += 1) onlyError(await loginFrom(gateway, from, user.email, 'not-the-password'), 'UNAUTHENTICATED');
     const first = onlyError(await loginFrom(gateway, from, user.email, user.password), 'RATE_LIMITED');
@@ -229,11 +234,11 @@ describe('login timing', () => {
   afterAll(() => gateway.stop());
 
   it('takes about as long for an unknown email as for a wrong password', async () => {
-    const admin = await loginAdmin(gateway);
-    const user = await createUser(gateway, admin.accessToken, { password: strongPassword() });
+    const admin = await signInAdmin(gateway);
+    const user = await createUser(gateway, admin.token, { password: strongPassword() });
     const timed = async (email: string): Promise<number> => {
       const started = performance.now();
-      const result = await gateway.gql(AuthLoginDocument, { email, password: 'wrong-password-for-timing' });
+      const result = await gateway.gql(LoginDocument, { email, password: 'wrong-password-for-timing' });
       const elapsed = performance.now() - started;
       onlyError(result, 'UNAUTHENTICATED');
       return elapsed;

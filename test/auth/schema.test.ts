@@ -20,7 +20,7 @@ import {
 import type { GraphQLContext } from '../../src/context';
 import { buildExecutableSchema, buildGatewaySchema, printGatewaySchema } from '../../src/graphql/schema';
 import { startTestGateway, type TestGateway } from '../helpers/server';
-import { createUser, loginAdmin, postGraphQL, type SignedIn } from './support';
+import { createUser, postGraphQL, signInAdmin, type SignedIn } from '../helpers/client';
 
 /** The only root fields anyone may call (the issue's list, not the implementation's). */
 const PUBLIC = new Set(['Query.serverInfo', 'Mutation.login', 'Mutation.refresh', 'Mutation.logout']);
@@ -132,8 +132,8 @@ describe('@auth at run time, for every guarded root field', () => {
 
   beforeAll(async () => {
     gateway = await startTestGateway();
-    const admin = await loginAdmin(gateway);
-    user = await createUser(gateway, admin.accessToken);
+    const admin = await signInAdmin(gateway);
+    user = await createUser(gateway, admin.token);
   });
   afterAll(() => gateway.stop());
 
@@ -145,7 +145,7 @@ describe('@auth at run time, for every guarded root field', () => {
       const anonymous = await postGraphQL(gateway.server.url, document, variables);
       expect([root.name, anonymous.body.errors?.map((error) => error.extensions?.code)]).toEqual([root.name, ['UNAUTHENTICATED']]);
       if (ADMIN_ONLY.has(root.name)) {
-        const asUser = await postGraphQL(gateway.server.url, document, variables, { headers: { authorization: `Bearer ${user.accessToken}` } });
+        const asUser = await postGraphQL(gateway.server.url, document, variables, { headers: { authorization: `Bearer ${user.token}` } });
         expect([root.name, asUser.body.errors?.map((error) => error.extensions?.code)]).toEqual([root.name, ['FORBIDDEN']]);
       }
     }

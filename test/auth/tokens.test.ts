@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import jwt from 'jsonwebtoken';
-import { AuthMeDocument } from '../generated/graphql';
+import { MeDocument } from '../generated/graphql';
 import { sql } from '../helpers/database';
-import { TEST_JWT_SECRET, startTestGateway, type TestGateway } from '../helpers/server';
-import { createUser, expectWsRefused, loginAdmin, onlyError, postGraphQL, wsExecute, type SignedIn } from './support';
+import { TEST_JWT_SECRET, startWithAdmin, type TestGateway } from '../helpers/server';
+import { createUser, onlyError, postGraphQL, type SignedIn } from '../helpers/client';
+import { expectWsRefused } from './support';
 
 const base64url = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url');
 
@@ -27,14 +28,13 @@ describe('access tokens', () => {
   let user: SignedIn;
 
   beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = await loginAdmin(gateway);
-    user = await createUser(gateway, admin.accessToken);
+    ({ gateway, admin } = await startWithAdmin());
+    user = await createUser(gateway, admin.token);
   });
   afterAll(() => gateway.stop());
 
   const meWith = (authorization: string | undefined) =>
-    postGraphQL(gateway.server.url, AuthMeDocument, {}, { headers: authorization === undefined ? {} : { authorization } });
+    postGraphQL(gateway.server.url, MeDocument, {}, { headers: authorization === undefined ? {} : { authorization } });
 
   it('accepts a token forged the way the gateway signs (the forgeries below differ in one point each)', async () => {
     const { body } = await meWith(`Bearer ${sign(claimsFor(user.id))}`);
@@ -86,21 +86,21 @@ describe('access tokens', () => {
     ['another scheme', `Basic ${Buffer.from('a:b').toString('base64')}`],
     ['a token without the Bearer scheme', 'TOKEN'],
   ])('refuses %s: UNAUTHENTICATED', async (_label, authorization) => {
-    const header = authorization === 'TOKEN' ? user.accessToken : authorization;
+    const header = authorization === 'TOKEN' ? user.token : authorization;
     onlyError((await meWith(header)).body, 'UNAUTHENTICATED');
   });
 
   it('refuses a valid token once its user is deleted', async () => {
-    const doomed = await createUser(gateway, admin.accessToken);
-    expect((await gateway.gql(AuthMeDocument, {}, doomed.accessToken)).errors).toBeUndefined();
+    const doomed = await createUser(gateway, admin.token);
+    expect((await gateway.gql(MeDocument, {}, doomed.token)).errors).toBeUndefined();
     await sql(gateway.databaseUrl, 'delete from users where id = $1', [doomed.id]);
-    onlyError(await gateway.gql(AuthMeDocument, {}, doomed.accessToken), 'UNAUTHENTICATED');
+    onlyError(await gateway.gql(MeDocument, {}, doomed.token), 'UNAUTHENTICATED');
   });
 
   it('refuses the same forgeries over graphql-ws', async () => {
-    expect((await wsExecute(gateway.ws(user.accessToken), AuthMeDocument)).data?.me.id).toBe(user.id);
+    expect((await gateway.ws(user.token).collect(MeDocument, {})).events.map((event) => event.me.id)).toEqual([user.id]);
     const forged = [sign(claimsFor(user.id), { algorithm: 'HS512' }), sign(without(claimsFor(user.id), 'exp')), sign(claimsFor(user.id, 1)), user.refreshToken];
-    for (const token of forged) await expectWsRefused(gateway.ws(token), AuthMeDocument);
-    await expectWsRefused(gateway.ws(), AuthMeDocument);
+    for (const token of forged) await expectWsRefused(gateway.ws(token));
+    await expectWsRefused(gateway.ws());
   });
 });

@@ -1,6 +1,7 @@
 import type { Browser, Locator, Page } from 'playwright-core';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { adminToken, chatAs, createUser, launchChromium, requireBuilt, screenshotPath, watchProblems } from './support';
+import { requireBuilt, startTestGateway, type TestGateway } from '../helpers/server';
+import { createUser, signInAdmin, uniqueEmail } from '../helpers/client';
+import { chatAs, launchChromium, screenshotPath, watchProblems } from './support';
 
 /** Replaces a Monaco editor's text by typing, as a person would. */
 async function typeInto(page: Page, editor: Locator, text: string): Promise<void> {
@@ -52,8 +53,8 @@ describe('GraphiQL at /graphql, in Chromium', () => {
   });
 
   it('runs a query with an Authorization header, and a subscription that receives a usage event', async () => {
-    const admin = await adminToken(gateway);
-    const user = await createUser(gateway, admin, 'graphiql', 50_000);
+    const admin = (await signInAdmin(gateway)).token;
+    const user = await createUser(gateway, admin, { email: uniqueEmail('graphiql'), tokenLimit: 50_000 });
     const context = await browser.newContext({ viewport: { width: 1280, height: 820 }, locale: 'en-US' });
     context.setDefaultTimeout(10_000);
     const page = await context.newPage();

@@ -1,15 +1,14 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { BrowserChatDocument, BrowserCreateUserDocument, BrowserLoginDocument, BrowserMyUsageDocument } from '../generated/graphql';
-import { TEST_ADMIN, type TestGateway } from '../helpers/server';
+import { chat, usageOf } from '../helpers/client';
+import type { TestGateway } from '../helpers/server';
 
 /** Debian's chromium; `.ci/run` installs it. */
 export const CHROMIUM = '/usr/bin/chromium';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'];
 const repoRoot = path.resolve(__dirname, '../..');
 export const OUTPUT_DIR = path.join(repoRoot, 'test-output');
-export const PASSWORD = 'browser-password-123';
 
 /**
  * Headless Chromium, or a failure that says what is missing: a browser test that skipped
@@ -20,13 +19,6 @@ export async function launchChromium(): Promise<Browser> {
     throw new Error(`The browser tests need Debian's Chromium at ${CHROMIUM}: run \`apt-get install -y chromium\` (.ci/run does).`);
   }
   return chromium.launch({ executablePath: CHROMIUM, args: ARGS, timeout: 20_000 });
-}
-
-/** Fails clearly when the pages were not built (`npm test` builds first; alone, run `npm run build`). */
-export function requireBuilt(...files: string[]): void {
-  for (const file of files) {
-    if (!existsSync(path.join(repoRoot, file))) throw new Error(`${file} is missing: run \`npm run build\` before the browser tests.`);
-  }
 }
 
 export function screenshotPath(name: string): string {
@@ -43,37 +35,10 @@ export function watchProblems(page: Page, problems: string[] = []): string[] {
   return problems;
 }
 
-export async function login(gateway: TestGateway, email: string, password: string): Promise<string> {
-  const result = await gateway.gql(BrowserLoginDocument, { email, password });
-  if (result.data == null) throw new Error(`login of ${email} failed: ${JSON.stringify(result.errors)}`);
-  return result.data.login.accessToken;
-}
-
-export const adminToken = (gateway: TestGateway): Promise<string> => login(gateway, TEST_ADMIN.email, TEST_ADMIN.password);
-
-let counter = 0;
-
-/** A new user with password {@link PASSWORD}, signed in. */
-export async function createUser(
-  gateway: TestGateway,
-  admin: string,
-  name: string,
-  tokenLimit: number | null,
-): Promise<{ id: string; email: string; token: string }> {
-  counter += 1;
-  const email = `${name}${counter}@example.test`;
-  const created = await gateway.gql(BrowserCreateUserDocument, { input: { email, password: PASSWORD, tokenLimit } }, admin);
-  if (created.data == null) throw new Error(`createUser failed: ${JSON.stringify(created.errors)}`);
-  return { id: created.data.createUser.id, email, token: await login(gateway, email, PASSWORD) };
-}
-
 /** A chat made "elsewhere" (over HTTP from the test); resolves with the user's `usage.used` after it. */
 export async function chatAs(gateway: TestGateway, token: string, content: string, maxTokens = 24): Promise<number> {
-  const chat = await gateway.gql(BrowserChatDocument, { input: { messages: [{ role: 'USER', content }], maxTokens } }, token);
-  if (chat.data == null) throw new Error(`chat failed: ${JSON.stringify(chat.errors)}`);
-  const usage = await gateway.gql(BrowserMyUsageDocument, {}, token);
-  if (usage.data == null) throw new Error(`me.usage failed: ${JSON.stringify(usage.errors)}`);
-  return usage.data.me.usage.used;
+  await chat(gateway, token, content, maxTokens);
+  return (await usageOf(gateway, token)).used;
 }
 
 /** How the page prints a number (its browser context runs with locale en-US). */

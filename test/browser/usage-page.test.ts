@@ -1,17 +1,8 @@
 import type { Browser, Page } from 'playwright-core';
-import { startTestGateway, TEST_ADMIN, type TestGateway } from '../helpers/server';
-import { BrowserLoginDocument } from '../generated/graphql';
-import {
-  adminToken,
-  chatAs,
-  createUser,
-  formatNumber,
-  launchChromium,
-  PASSWORD,
-  requireBuilt,
-  screenshotPath,
-  watchProblems,
-} from './support';
+import { requireBuilt, startTestGateway, type TestGateway } from '../helpers/server';
+import { LoginDocument } from '../generated/graphql';
+import { createUser, signInAdmin, TEST_ADMIN, uniqueEmail } from '../helpers/client';
+import { chatAs, formatNumber, launchChromium, screenshotPath, watchProblems } from './support';
 
 describe('the live usage page at /usage, in Chromium', () => {
   let gateway: TestGateway;
@@ -24,7 +15,7 @@ describe('the live usage page at /usage, in Chromium', () => {
     requireBuilt('dist/public/usage/index.html', 'dist/public/usage/usage.js', 'dist/public/usage/usage.css');
     [gateway, browser] = await Promise.all([startTestGateway(), launchChromium()]);
     origin = gateway.server.origin;
-    admin = await adminToken(gateway);
+    admin = (await signInAdmin(gateway)).token;
   });
   afterAll(async () => {
     await browser?.close();
@@ -93,11 +84,11 @@ describe('the live usage page at /usage, in Chromium', () => {
   });
 
   it('says clearly why a sign-in failed: wrong password, or RATE_LIMITED', async () => {
-    const user = await createUser(gateway, admin, 'careless', 1_000);
+    const user = await createUser(gateway, admin, { email: uniqueEmail('careless'), tokenLimit: 1_000 });
     const locked = 'locked@example.test';
     // Five failures lock the account (the default limit); the sixth attempt is refused unseen.
     for (let attempt = 0; attempt < 5; attempt += 1) {
-      const result = await gateway.gql(BrowserLoginDocument, { email: locked, password: 'not-the-password' });
+      const result = await gateway.gql(LoginDocument, { email: locked, password: 'not-the-password' });
       expect(result.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
     }
     const page = await openPage();
@@ -113,11 +104,11 @@ describe('the live usage page at /usage, in Chromium', () => {
   });
 
   it('moves the bar live after a chat made elsewhere, and updates the admin table of everyone', async () => {
-    const alice = await createUser(gateway, admin, 'alice', 2_000);
-    const bob = await createUser(gateway, admin, 'bob', null);
+    const alice = await createUser(gateway, admin, { email: uniqueEmail('alice'), tokenLimit: 2_000 });
+    const bob = await createUser(gateway, admin, { email: uniqueEmail('bob'), tokenLimit: null });
 
     const alicePage = await openPage();
-    await signIn(alicePage, alice.email, PASSWORD);
+    await signIn(alicePage, alice.email, alice.password);
     await alicePage.waitForSelector('#status[data-status=live]');
     await waitForText(alicePage, '#used', '0');
     await waitForText(alicePage, '#limit', '2,000');

@@ -1,9 +1,11 @@
 // What a user is charged is what the upstream (vLLM) reports, never the gateway's own guess:
 // the simulator's tokenizer is deliberately unlike tiktoken's cl100k_base, so a charge computed
 // with tiktoken would show here.
-import { ChatDocument, ChatStreamDocument, MyUsageDocument } from '../generated/graphql';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { adminToken, collect, ledger, setQuota, simulatorPromptTokens, tiktokenCount, usageRecords, userWithQuota } from './support';
+import { ChatDocument, ChatStreamDocument, MyUsageDocument, UpdateUserDocument } from '../generated/graphql';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { createUser } from '../helpers/client';
+import { ledger, usageRecords } from '../helpers/database';
+import { simulatorPromptTokens, tiktokenCount } from '../helpers/tokens';
 
 // Three long words: 3 tokens for the simulator, 32 for tiktoken.
 const LONG_WORDS = 'Supercalifragilisticexpialidocious antidisestablishmentarianism pneumonoultramicroscopicsilicovolcanoconiosis';
@@ -22,13 +24,12 @@ describe('charging what vLLM reports', () => {
   let admin: string;
 
   beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = await adminToken(gateway);
+    ({ gateway, admin: { token: admin } } = await startWithAdmin());
   });
   afterAll(() => gateway.stop());
 
   it('charges the simulator-reported usage of a chat, not a tiktoken count', async () => {
-    const user = await userWithQuota(gateway, admin, 10_000);
+    const user = await createUser(gateway, admin, { tokenLimit: 10_000 });
     const messages = [{ role: 'USER' as const, content: LONG_WORDS }];
     const expectedPrompt = simulatorPromptTokens(messages);
     expect(expectedPrompt).toBe(11);
@@ -42,7 +43,7 @@ describe('charging what vLLM reports', () => {
     const seen = simulatorTokensSince(gateway, before);
     expect(chat.usage).toEqual({ promptTokens: expectedPrompt, completionTokens: seen.completion, totalTokens: expectedPrompt + seen.completion });
     expect(seen.prompt).toBe(expectedPrompt);
-    const [record, ...others] = await usageRecords(gateway, user.id);
+    const [record, ...others] = await usageRecords(gateway.databaseUrl, user.id);
     expect(others).toHaveLength(0);
     expect(record).toMatchObject({
       request_id: chat.id,
@@ -59,11 +60,11 @@ describe('charging what vLLM reports', () => {
   });
 
   it('ends chatStream with a chunk whose usage is the usage record', async () => {
-    const user = await userWithQuota(gateway, admin, 10_000);
+    const user = await createUser(gateway, admin, { tokenLimit: 10_000 });
     const messages = [{ role: 'USER' as const, content: `${LONG_WORDS} ${DOTS}` }];
     const before = { ...gateway.simulator.stats };
 
-    const outcome = await collect(gateway.ws(user.token), ChatStreamDocument, { input: { messages } });
+    const outcome = await gateway.ws(user.token).collect(ChatStreamDocument, { input: { messages } });
 
     expect(outcome.error).toBeNull();
     const chunks = outcome.events.map((event) => event.chatStream);
@@ -73,7 +74,7 @@ describe('charging what vLLM reports', () => {
     expect(last.finishReason).toBe('stop');
     const seen = simulatorTokensSince(gateway, before);
     expect(last.usage).toEqual({ promptTokens: simulatorPromptTokens(messages), completionTokens: seen.completion, totalTokens: simulatorPromptTokens(messages) + seen.completion });
-    const records = await usageRecords(gateway, user.id);
+    const records = await usageRecords(gateway.databaseUrl, user.id);
     expect(records).toHaveLength(1);
     expect(records[0]).toMatchObject({
       request_id: last.id,
@@ -85,18 +86,18 @@ describe('charging what vLLM reports', () => {
       status: 'completed',
     });
     expect(chunks.every((chunk) => chunk.id === last.id)).toBe(true);
-    expect(await ledger(gateway, user.id)).toEqual({ used: last.usage!.totalTokens, reserved: 0, reservations: 0 });
+    expect(await ledger(gateway.databaseUrl, user.id)).toEqual({ used: last.usage!.totalTokens, reserved: 0, reservations: 0 });
   });
 
   it('caps max_tokens to what remains when the client gives none, instead of refusing', async () => {
-    const user = await userWithQuota(gateway, admin, 10_000);
+    const user = await createUser(gateway, admin, { tokenLimit: 10_000 });
     const first = await gateway.gql(ChatDocument, { input: { messages: [{ role: 'USER', content: 'Warm up.' }] } }, user.token);
     expect(first.errors).toBeUndefined();
     const spent = first.data!.chat.usage.totalTokens;
     const messages = [{ role: 'USER' as const, content: 'Tell me a long story about the sea.' }];
     const prompt = simulatorPromptTokens(messages);
     // Room for the prompt and 5 tokens of answer: far less than the answer the model would give.
-    await setQuota(gateway, admin, user.id, spent + prompt + 5);
+    expect((await gateway.gql(UpdateUserDocument, { id: user.id, input: { tokenLimit: spent + prompt + 5 } }, admin)).errors).toBeUndefined();
     const before = { ...gateway.simulator.stats };
 
     const result = await gateway.gql(ChatDocument, { input: { messages } }, user.token);
@@ -117,16 +118,16 @@ describe('charging what vLLM reports', () => {
   it('caps a stream the same way', async () => {
     const messages = [{ role: 'USER' as const, content: 'Tell me a long story about the sea.' }];
     const prompt = simulatorPromptTokens(messages);
-    const user = await userWithQuota(gateway, admin, prompt + 4);
+    const user = await createUser(gateway, admin, { tokenLimit: prompt + 4 });
 
-    const outcome = await collect(gateway.ws(user.token), ChatStreamDocument, { input: { messages } });
+    const outcome = await gateway.ws(user.token).collect(ChatStreamDocument, { input: { messages } });
 
     expect(outcome.error).toBeNull();
     const last = outcome.events.at(-1)!.chatStream;
     expect(last.finishReason).toBe('length');
     expect(last.usage).toEqual({ promptTokens: prompt, completionTokens: 4, totalTokens: prompt + 4 });
     expect(outcome.events.filter((event) => event.chatStream.delta !== '')).toHaveLength(4);
-    expect(await ledger(gateway, user.id)).toEqual({ used: prompt + 4, reserved: 0, reservations: 0 });
+    expect(await ledger(gateway.databaseUrl, user.id)).toEqual({ used: prompt + 4, reserved: 0, reservations: 0 });
   });
 });
 
@@ -135,8 +136,7 @@ describe('charging what vLLM reports when it has no /tokenize', () => {
   let admin: string;
 
   beforeAll(async () => {
-    gateway = await startTestGateway({ simulator: { tokenizeEndpoint: false } });
-    admin = await adminToken(gateway);
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({ simulator: { tokenizeEndpoint: false } }));
   });
   afterAll(() => gateway.stop());
 
@@ -146,7 +146,7 @@ describe('charging what vLLM reports when it has no /tokenize', () => {
     // tiktoken under-counts this prompt ten times over: the charge must still be what vLLM reported.
     ['tiktoken under-counts', DOTS, 8],
   ])('%s: the prompt count falls back to tiktoken, the charge is what vLLM reported', async (_label, content, maxTokens) => {
-    const user = await userWithQuota(gateway, admin, 10_000);
+    const user = await createUser(gateway, admin, { tokenLimit: 10_000 });
     const messages = [{ role: 'USER' as const, content }];
     const before = { ...gateway.simulator.stats };
 
@@ -157,7 +157,7 @@ describe('charging what vLLM reports when it has no /tokenize', () => {
     const seen = simulatorTokensSince(gateway, before);
     expect(seen.prompt).toBe(simulatorPromptTokens(messages));
     expect(chat.usage).toEqual({ promptTokens: seen.prompt, completionTokens: seen.completion, totalTokens: seen.prompt + seen.completion });
-    const records = await usageRecords(gateway, user.id);
+    const records = await usageRecords(gateway.databaseUrl, user.id);
     expect(records).toHaveLength(1);
     expect(records[0]).toMatchObject({
       request_id: chat.id,
@@ -169,19 +169,19 @@ describe('charging what vLLM reports when it has no /tokenize', () => {
     });
     const me = await gateway.gql(MyUsageDocument, {}, user.token);
     expect(me.data?.me.usage).toMatchObject({ used: seen.prompt + seen.completion, reserved: 0 });
-    expect((await ledger(gateway, user.id)).reservations).toBe(0);
+    expect((await ledger(gateway.databaseUrl, user.id)).reservations).toBe(0);
   });
 
   it('never charges past the limit when the estimate was too low', async () => {
     const messages = [{ role: 'USER' as const, content: DOTS }];
     // tiktoken's guess (with its margin) fits in the limit; what vLLM reports does not.
     const limit = 40;
-    const user = await userWithQuota(gateway, admin, limit);
+    const user = await createUser(gateway, admin, { tokenLimit: limit });
 
     const result = await gateway.gql(ChatDocument, { input: { messages, maxTokens: 8 } }, user.token);
 
     expect(result.errors).toBeUndefined();
-    const records = await usageRecords(gateway, user.id);
+    const records = await usageRecords(gateway.databaseUrl, user.id);
     expect(records).toHaveLength(1);
     expect(records[0].total_tokens).toBe(simulatorPromptTokens(messages) + 8);
     // All that fit is charged, and not one token more.

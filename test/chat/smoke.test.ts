@@ -1,6 +1,6 @@
-import { ChatDocument, ChatStreamDocument, ModelsDocument, MyUsageDocument, UsersUsageDocument } from '../generated/graphql';
+import { ChatDocument, ChatStreamDocument, ModelsDocument, MyUsageDocument, UsersDocument } from '../generated/graphql';
 import { startTestGateway, type TestGateway } from '../helpers/server';
-import { adminToken, collect, userWithQuota } from './support';
+import { createUser, signInAdmin } from '../helpers/client';
 
 describe('chat, end to end', () => {
   let gateway: TestGateway;
@@ -10,8 +10,8 @@ describe('chat, end to end', () => {
   afterAll(() => gateway.stop());
 
   it('lists models, answers chat and chatStream, and moves me.usage by what each reported', async () => {
-    const admin = await adminToken(gateway);
-    const user = await userWithQuota(gateway, admin, 10_000);
+    const admin = (await signInAdmin(gateway)).token;
+    const user = await createUser(gateway, admin, { tokenLimit: 10_000 });
     const models = await gateway.gql(ModelsDocument, {}, user.token);
     expect(models.data?.models.map((model) => model.id)).toEqual(['sim-llama-3-8b']);
 
@@ -20,7 +20,7 @@ describe('chat, end to end', () => {
     expect(chat.data?.chat.content.length).toBeGreaterThan(0);
     const chatTotal = chat.data?.chat.usage.totalTokens ?? 0;
 
-    const stream = await collect(gateway.ws(user.token), ChatStreamDocument, {
+    const stream = await gateway.ws(user.token).collect(ChatStreamDocument, {
       input: { messages: [{ role: 'USER', content: 'Stream please' }], maxTokens: 5 },
     });
     expect(stream.error).toBeNull();
@@ -39,8 +39,8 @@ describe('chat, end to end', () => {
   });
 
   it('reads the usage of a whole page of users at once, each user their own', async () => {
-    const admin = await adminToken(gateway);
-    const users = await Promise.all([100, 200, 300].map((limit) => userWithQuota(gateway, admin, limit)));
+    const admin = (await signInAdmin(gateway)).token;
+    const users = await Promise.all([100, 200, 300].map((limit) => createUser(gateway, admin, { tokenLimit: limit })));
     const spent: Record<string, number> = {};
     for (const [index, user] of users.entries()) {
       spent[user.id] = 0;
@@ -49,11 +49,12 @@ describe('chat, end to end', () => {
         spent[user.id] += chat.data?.chat.usage.totalTokens ?? Number.NaN;
       }
     }
-    const page = await gateway.gql(UsersUsageDocument, { search: '@example.test' }, admin);
+    const page = await gateway.gql(UsersDocument, { search: '@example.test' }, admin);
     expect(page.errors).toBeUndefined();
     const byId = new Map(page.data?.users.nodes.map((node) => [node.id, node.usage]));
     for (const [index, user] of users.entries()) {
-      expect(byId.get(user.id)).toEqual({ used: spent[user.id], limit: [100, 200, 300][index] });
+      const limit = [100, 200, 300][index];
+      expect(byId.get(user.id)).toEqual({ used: spent[user.id], limit, remaining: limit - spent[user.id], reserved: 0, periodStart: null, periodEnd: null });
     }
   });
 });

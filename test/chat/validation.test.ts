@@ -1,8 +1,9 @@
 // Bad input is refused before any reservation and before the upstream's chat endpoint: the
 // error names its code and the argument at fault, nothing is charged, the model never runs.
 import { ChatDocument, ChatStreamDocument, type ChatInput } from '../generated/graphql';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { adminToken, collect, errorCode, errorField, ledger, usageRecords, userWithQuota } from './support';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { codeOf, createUser, extensionsOf, type SignedIn } from '../helpers/client';
+import { ledger, usageRecords } from '../helpers/database';
 
 const hello = [{ role: 'USER' as const, content: 'Hello there.' }];
 // About 5,000 tokens for the simulator: more than its 4,096-token context.
@@ -29,19 +30,18 @@ const BAD_INPUTS: [label: string, field: string, input: ChatInput][] = [
 describe('bad chat input', () => {
   let gateway: TestGateway;
   let admin: string;
-  let user: { id: string; token: string };
+  let user: SignedIn;
 
   beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = await adminToken(gateway);
-    user = await userWithQuota(gateway, admin, 100_000);
+    ({ gateway, admin: { token: admin } } = await startWithAdmin());
+    user = await createUser(gateway, admin, { tokenLimit: 100_000 });
   });
   afterAll(() => gateway.stop());
 
   async function expectNothingHappened(userId: string, chatRequestsBefore: number): Promise<void> {
     expect(gateway.simulator.stats.chatRequests).toBe(chatRequestsBefore);
-    expect(await usageRecords(gateway, userId)).toEqual([]);
-    expect(await ledger(gateway, userId)).toEqual({ used: 0, reserved: 0, reservations: 0 });
+    expect(await usageRecords(gateway.databaseUrl, userId)).toEqual([]);
+    expect(await ledger(gateway.databaseUrl, userId)).toEqual({ used: 0, reserved: 0, reservations: 0 });
   }
 
   it.each(BAD_INPUTS)('chat with %s: BAD_USER_INPUT on `%s`, nothing charged, the simulator never sees it', async (_label, field, input) => {
@@ -50,8 +50,8 @@ describe('bad chat input', () => {
     const result = await gateway.gql(ChatDocument, { input }, user.token);
 
     expect(result.data).toBeNull();
-    expect(errorCode(result.errors)).toBe('BAD_USER_INPUT');
-    expect(errorField(result.errors)).toBe(field);
+    expect(codeOf(result.errors)).toBe('BAD_USER_INPUT');
+    expect(extensionsOf(result.errors)?.field).toBe(field);
     await expectNothingHappened(user.id, before);
   });
 
@@ -60,11 +60,11 @@ describe('bad chat input', () => {
     async (_label, field, input) => {
       const before = gateway.simulator.stats.chatRequests;
 
-      const outcome = await collect(gateway.ws(user.token), ChatStreamDocument, { input });
+      const outcome = await gateway.ws(user.token).collect(ChatStreamDocument, { input });
 
       expect(outcome.events).toEqual([]);
-      expect(errorCode(outcome.error)).toBe('BAD_USER_INPUT');
-      expect(errorField(outcome.error)).toBe(field);
+      expect(codeOf(outcome.error)).toBe('BAD_USER_INPUT');
+      expect(extensionsOf(outcome.error)?.field).toBe(field);
       await expectNothingHappened(user.id, before);
     },
   );
@@ -75,16 +75,16 @@ describe('bad chat input', () => {
   });
 
   it('a user with tokenLimit 0: QUOTA_EXCEEDED, and the simulator saw nothing', async () => {
-    const broke = await userWithQuota(gateway, admin, 0);
+    const broke = await createUser(gateway, admin, { tokenLimit: 0 });
     const before = gateway.simulator.stats.chatRequests;
 
     const chat = await gateway.gql(ChatDocument, { input: { messages: hello } }, broke.token);
-    expect(errorCode(chat.errors)).toBe('QUOTA_EXCEEDED');
+    expect(codeOf(chat.errors)).toBe('QUOTA_EXCEEDED');
     const withMax = await gateway.gql(ChatDocument, { input: { messages: hello, maxTokens: 1 } }, broke.token);
-    expect(errorCode(withMax.errors)).toBe('QUOTA_EXCEEDED');
-    const stream = await collect(gateway.ws(broke.token), ChatStreamDocument, { input: { messages: hello } });
+    expect(codeOf(withMax.errors)).toBe('QUOTA_EXCEEDED');
+    const stream = await gateway.ws(broke.token).collect(ChatStreamDocument, { input: { messages: hello } });
     expect(stream.events).toEqual([]);
-    expect(errorCode(stream.error)).toBe('QUOTA_EXCEEDED');
+    expect(codeOf(stream.error)).toBe('QUOTA_EXCEEDED');
 
     await expectNothingHappened(broke.id, before);
   });

@@ -2,8 +2,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { print, type ExecutionResult } from 'graphql';
-import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { distMain, repoRoot } from './build';
 
 export const PROCESS_JWT_SECRET = 'process-test-secret-long-enough-for-hs256-0123456789';
@@ -139,22 +137,4 @@ export async function killGateway(proc: NodeProcess | undefined): Promise<void> 
     proc.child.kill('SIGKILL');
     await proc.exited;
   }
-}
-
-export async function postGraphQL<TData, TVariables>(
-  url: string,
-  document: TypedDocumentNode<TData, TVariables>,
-  variables?: TVariables,
-  token?: string,
-): Promise<ExecutionResult<TData> & { status: number }> {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/json',
-      ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
-    },
-    body: JSON.stringify({ query: print(document), variables }),
-  });
-  const body = (await response.json()) as ExecutionResult<TData>;
-  return { ...body, status: response.status };
 }

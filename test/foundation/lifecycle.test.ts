@@ -1,11 +1,13 @@
 import { connect, type Socket } from 'node:net';
 import { migrationsList } from '../../migrations';
 import { startSimulator, type Simulator } from '../../src/simulator';
+import { VERSION } from '../../src/version';
+import { gql, sleep } from '../helpers/client';
 import { createTestDatabase, sql } from '../helpers/database';
 import {
-  FoundationCreateUserDocument,
-  FoundationLoginDocument,
-  FoundationUsersDocument,
+  CreateUserDocument,
+  LoginDocument,
+  UsersDocument,
   ServerInfoDocument,
 } from '../generated/graphql';
 import { distMain, distMigrateCli, ensureServerBuild } from './build';
@@ -14,7 +16,6 @@ import {
   baseEnv,
   killGateway,
   makeDataDir,
-  postGraphQL,
   removeDir,
   runNode,
   startGatewayProcess,
@@ -22,7 +23,6 @@ import {
   type GatewayProcess,
 } from './gateway-process';
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 let simulator: Simulator;
 const started: GatewayProcess[] = [];
@@ -183,7 +183,7 @@ describe('Ctrl-C under npm start (NODE_ENV=development)', () => {
   it('survives the doubled SIGINT (terminal + npm), stops the embedded PostgreSQL and exits 0', async () => {
     const dataDir = makeDataDirFor();
     const proc = await launch(baseEnv({ NODE_ENV: 'development', LOG_LEVEL: 'info', DATA_DIR: dataDir, VLLM_BASE_URL: simulator.url }));
-    expect((await postGraphQL(proc.url, ServerInfoDocument)).data?.serverInfo.version).toBeDefined();
+    expect((await gql(proc.url, ServerInfoDocument)).data?.serverInfo.version).toBe(VERSION);
     // The terminal signals the whole process group and npm forwards the signal again.
     proc.child.kill('SIGINT');
     proc.child.kill('SIGINT');
@@ -200,7 +200,7 @@ describe('embedded PostgreSQL under DATA_DIR (no DATABASE_URL)', () => {
     const env = baseEnv({ DATA_DIR: dataDir, VLLM_BASE_URL: simulator.url });
 
     const first = await launch(env);
-    const info = await postGraphQL(first.url, ServerInfoDocument);
+    const info = await gql(first.url, ServerInfoDocument);
     expect(info.errors).toBeUndefined();
     expect(info.data?.serverInfo.version).toMatch(/^\d+\.\d+\.\d+/);
 
@@ -212,13 +212,13 @@ describe('embedded PostgreSQL under DATA_DIR (no DATABASE_URL)', () => {
     expect(refused.stderr).toMatch(/in use/);
     expect(refused.stdout).not.toMatch(/GraphiQL/);
     // The first one is untouched by the attempt.
-    expect((await postGraphQL(first.url, ServerInfoDocument)).data?.serverInfo.version).toBeDefined();
+    expect((await gql(first.url, ServerInfoDocument)).data?.serverInfo.version).toBe(VERSION);
 
-    const admin = await postGraphQL(first.url, FoundationLoginDocument, PROCESS_ADMIN);
+    const admin = await gql(first.url, LoginDocument, PROCESS_ADMIN);
     expect(admin.errors).toBeUndefined();
     expect(admin.data?.login.user.role).toBe('ADMIN');
     const newUser = { email: 'kept@example.test', password: 'kept-password-123' };
-    const created = await postGraphQL(first.url, FoundationCreateUserDocument, { input: newUser }, admin.data?.login.accessToken);
+    const created = await gql(first.url, CreateUserDocument, { input: newUser }, admin.data?.login.accessToken);
     expect(created.errors).toBeUndefined();
     const createdId = created.data?.createUser.id;
     expect(createdId).toBeDefined();
@@ -227,12 +227,12 @@ describe('embedded PostgreSQL under DATA_DIR (no DATABASE_URL)', () => {
     expect({ code: firstExit.code, stderr: firstExit.stderr }).toEqual({ code: 0, stderr: '' });
 
     const restarted = await launch(env);
-    const login = await postGraphQL(restarted.url, FoundationLoginDocument, newUser);
+    const login = await gql(restarted.url, LoginDocument, newUser);
     expect(login.errors).toBeUndefined();
-    expect(login.data?.login.user).toEqual({ id: createdId, email: newUser.email, role: 'USER' });
-    const adminAgain = await postGraphQL(restarted.url, FoundationLoginDocument, PROCESS_ADMIN);
-    const listed = await postGraphQL(restarted.url, FoundationUsersDocument, { search: 'kept@' }, adminAgain.data?.login.accessToken);
-    expect(listed.data?.users.nodes).toEqual([{ id: createdId, email: newUser.email }]);
+    expect(login.data?.login.user).toEqual({ ...created.data?.createUser, id: createdId, email: newUser.email, role: 'USER' });
+    const adminAgain = await gql(restarted.url, LoginDocument, PROCESS_ADMIN);
+    const listed = await gql(restarted.url, UsersDocument, { search: 'kept@' }, adminAgain.data?.login.accessToken);
+    expect(listed.data?.users.nodes).toEqual([{ id: createdId, email: newUser.email, usage: { used: 0, limit: null, remaining: null, reserved: 0, periodStart: null, periodEnd: null } }]);
 
     const restartedExit = await restarted.stop();
     expect(restartedExit.code).toBe(0);

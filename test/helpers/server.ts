@@ -1,17 +1,16 @@
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { print, type ExecutionResult } from 'graphql';
+import type { ExecutionResult } from 'graphql';
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
-import { createClient, type Client } from 'graphql-ws';
-import WebSocket from 'ws';
 import type { Clock } from '../../src/clock';
 import { loadConfig, type Config } from '../../src/config';
+import type { Logger } from '../../src/logger';
 import { createServer, type GatewayServer } from '../../src/server';
 import { startSimulator, type Simulator, type SimulatorOptions } from '../../src/simulator';
+import { gql, signInAdmin, TEST_ADMIN, WsClient, type SignedIn } from './client';
 import { createTestDatabase } from './database';
 
 export const TEST_JWT_SECRET = 'test-secret-that-is-long-enough-for-hs256-0123456789';
-export const TEST_ADMIN = { email: 'admin@example.test', password: 'admin-password-123' } as const;
 
 export interface TestGateway {
   readonly server: GatewayServer;
@@ -24,8 +23,8 @@ export interface TestGateway {
     variables?: TVariables,
     token?: string,
   ): Promise<ExecutionResult<TData> & { status: number }>;
-  /** A graphql-ws client on the server, authenticated with `token` when given. */
-  ws(token?: string, options?: { lazy?: boolean }): Client;
+  /** A graphql-ws client on the server, authenticated with `token` when given; disposed by stop(). */
+  ws(token?: string): WsClient;
   stop(): Promise<void>;
 }
 
@@ -35,6 +34,8 @@ export interface TestGatewayOptions {
   databaseUrl?: string;
   /** Injected into the server, to cross quota period boundaries without waiting. */
   clock?: Clock;
+  /** The server's logger instead of the default one, e.g. to capture its lines. */
+  log?: Logger;
 }
 
 function testDataDir(): string {
@@ -66,38 +67,21 @@ export async function startTestGateway(options: TestGatewayOptions = {}): Promis
   });
   let server: GatewayServer;
   try {
-    server = await createServer(config, { clock: options.clock });
+    server = await createServer(config, { clock: options.clock, log: options.log });
   } catch (error) {
     if (ownsSimulator) await simulator.stop();
     throw error;
   }
-  const clients: Client[] = [];
+  const clients: WsClient[] = [];
 
   return {
     server,
     simulator,
     databaseUrl,
     config,
-    async gql(document, variables, token) {
-      const response = await fetch(server.url, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          ...(token === undefined ? {} : { authorization: `Bearer ${token}` }),
-        },
-        body: JSON.stringify({ query: print(document), variables }),
-      });
-      const body = (await response.json()) as ExecutionResult<never>;
-      return { ...body, status: response.status };
-    },
-    ws(token, wsOptions = {}) {
-      const client = createClient({
-        url: server.wsUrl,
-        webSocketImpl: WebSocket,
-        lazy: wsOptions.lazy ?? true,
-        retryAttempts: 0,
-        connectionParams: token === undefined ? {} : { authorization: `Bearer ${token}` },
-      });
+    gql: (document, variables, token) => gql(server.url, document, variables, token),
+    ws(token) {
+      const client = new WsClient(server.wsUrl, token === undefined ? null : `Bearer ${token}`);
       clients.push(client);
       return client;
     },
@@ -107,4 +91,28 @@ export async function startTestGateway(options: TestGatewayOptions = {}): Promis
       if (ownsSimulator) await simulator.stop();
     },
   };
+}
+
+const repoRoot = path.resolve(__dirname, '../..');
+
+/**
+ * Fails clearly when pages the server serves from dist/ were not built (`npm test` builds
+ * first; alone, run `npm run build`): a test that skipped itself would pass without running.
+ */
+export function requireBuilt(...files: string[]): void {
+  for (const file of files) {
+    if (!existsSync(path.join(repoRoot, file))) throw new Error(`${file} is missing: run \`npm run build\` first.`);
+  }
+}
+
+/** A test gateway and its bootstrap admin, signed in: what most test files start from. */
+export async function startWithAdmin(options: TestGatewayOptions = {}): Promise<{ gateway: TestGateway; admin: SignedIn }> {
+  const gateway = await startTestGateway(options);
+  return { gateway, admin: await signInAdmin(gateway) };
+}
+
+/** Undoes what a test injected into the simulator (a fault, latency), for the next test. */
+export function resetSimulator(simulator: Simulator): void {
+  simulator.setFault(null);
+  simulator.setLatency({ timeToFirstTokenMs: 0, interTokenLatencyMs: 0, jitterMs: 0 });
 }

@@ -2,45 +2,30 @@ import OpenAI, { type APIError, type RateLimitError } from 'openai';
 import type { ChatCompletionCreateParamsNonStreaming } from 'openai/resources/chat/completions';
 import { RateLimitedError } from '../../src/errors';
 import { toOpenAIError } from '../../src/openai/openai-errors';
-import { OpenAiUpdateUserDocument, OpenAiRevokeApiKeyDocument } from '../generated/graphql';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { adminToken, eventually, ledger, userWithQuota } from '../chat/support';
-import { apiKeyOf, openaiClient, records, rejection, statsOf, usedOf } from './support';
+import { UpdateUserDocument, RevokeApiKeyDocument } from '../generated/graphql';
+import { startTestGateway } from '../helpers/server';
+import { eventually, openaiClient, usageOf } from '../helpers/client';
+import { ledger, usageRecords } from '../helpers/database';
+import { openaiGateway, rejection, sdkUser } from './support';
 
 const MODEL = 'sim-llama-3-8b';
 const HELLO = [{ role: 'user' as const, content: 'Hello there.' }];
 
 describe('OpenAI-compatible endpoint: errors in OpenAI\'s shape', () => {
-  let gateway: TestGateway;
-  let admin: string;
+  const env = openaiGateway();
 
-  beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = await adminToken(gateway);
-  });
-  afterAll(() => gateway.stop());
-  afterEach(() => {
-    gateway.simulator.setFault(null);
-    gateway.simulator.setLatency({ timeToFirstTokenMs: 0, interTokenLatencyMs: 0, jitterMs: 0 });
-  });
-
-  async function newClient(tokenLimit: number | null = 100_000, period: 'NONE' | 'DAILY' = 'NONE'): Promise<{ user: { id: string; token: string }; key: { secret: string; id: string }; client: OpenAI }> {
-    const user = await userWithQuota(gateway, admin, tokenLimit, period);
-    const key = await apiKeyOf(gateway, user.token);
-    return { user, key, client: openaiClient(gateway, key.secret) };
-  }
 
   /** Expects the SDK to throw `type`, and nothing to have reached the upstream's chat endpoint. */
   async function refusedBeforeUpstream<T extends APIError>(type: abstract new (...args: never[]) => T, call: () => Promise<unknown>): Promise<T> {
-    const before = statsOf(gateway).chatRequests;
+    const before = { ...env.gateway.simulator.stats }.chatRequests;
     const error = await rejection(call);
     expect(error).toBeInstanceOf(type);
-    expect(statsOf(gateway).chatRequests).toBe(before);
+    expect({ ...env.gateway.simulator.stats }.chatRequests).toBe(before);
     return error as T;
   }
 
   it('quota exceeded: RateLimitError 429, not to be retried, nothing sent upstream, nothing charged', async () => {
-    const { user, client } = await newClient(30);
+    const { user, client } = await sdkUser(env, 30);
     const error = await refusedBeforeUpstream(OpenAI.RateLimitError, () =>
       client.chat.completions.create({ model: MODEL, messages: HELLO, max_tokens: 100 }),
     );
@@ -49,8 +34,8 @@ describe('OpenAI-compatible endpoint: errors in OpenAI\'s shape', () => {
     expect(error.headers?.get('x-should-retry')).toBe('false');
     // A lifetime quota never resets: no Retry-After.
     expect(error.headers?.get('retry-after')).toBeNull();
-    expect(await records(gateway, user.id)).toEqual([]);
-    expect(await usedOf(gateway, user.token)).toBe(0);
+    expect(await usageRecords(env.gateway.databaseUrl, user.id)).toEqual([]);
+    expect((await usageOf(env.gateway, user.token)).used).toBe(0);
 
     // The stream form is refused the same way.
     await refusedBeforeUpstream(OpenAI.RateLimitError, () =>
@@ -59,7 +44,7 @@ describe('OpenAI-compatible endpoint: errors in OpenAI\'s shape', () => {
   });
 
   it('quota exceeded on a daily quota: Retry-After until the next UTC midnight', async () => {
-    const { client } = await newClient(30, 'DAILY');
+    const { client } = await sdkUser(env, 30, 'DAILY');
     const error = await refusedBeforeUpstream(OpenAI.RateLimitError, () =>
       client.chat.completions.create({ model: MODEL, messages: HELLO, max_tokens: 100 }),
     );
@@ -73,19 +58,19 @@ describe('OpenAI-compatible endpoint: errors in OpenAI\'s shape', () => {
 
   it('rate limited: RateLimitError 429 with Retry-After, nothing sent upstream', async () => {
     // A second instance on the same database and simulator, with a per-user request limit.
-    const limited = await startTestGateway({ simulator: gateway.simulator, databaseUrl: gateway.databaseUrl, env: { RATE_LIMIT_REQUESTS_PER_MINUTE: '2' } });
+    const limited = await startTestGateway({ simulator: env.gateway.simulator, databaseUrl: env.gateway.databaseUrl, env: { RATE_LIMIT_REQUESTS_PER_MINUTE: '2' } });
     try {
-      const { user, key } = await newClient();
+      const { user, key } = await sdkUser(env);
       const client = openaiClient(limited, key.secret);
       let refused: unknown = null;
       // Two fit in a minute; a third is refused (a fourth and fifth cover a minute turning meanwhile).
       for (let attempt = 0; attempt < 5 && refused === null; attempt += 1) {
-        const before = statsOf(gateway).chatRequests;
+        const before = { ...env.gateway.simulator.stats }.chatRequests;
         try {
           await client.chat.completions.create({ model: MODEL, messages: HELLO, max_tokens: 5 });
         } catch (error) {
           refused = error;
-          expect(statsOf(gateway).chatRequests).toBe(before);
+          expect({ ...env.gateway.simulator.stats }.chatRequests).toBe(before);
         }
       }
       expect(refused).toBeInstanceOf(OpenAI.RateLimitError);
@@ -96,9 +81,9 @@ describe('OpenAI-compatible endpoint: errors in OpenAI\'s shape', () => {
       expect(retryAfter).toBeGreaterThanOrEqual(1);
       expect(retryAfter).toBeLessThanOrEqual(60);
       // Refused requests are not charged.
-      const rows = await records(gateway, user.id);
+      const rows = await usageRecords(env.gateway.databaseUrl, user.id);
       expect(rows.every((row) => row.status === 'completed')).toBe(true);
-      expect(await usedOf(gateway, user.token)).toBe(rows.reduce((sum, row) => sum + row.charged_tokens, 0));
+      expect((await usageOf(env.gateway, user.token)).used).toBe(rows.reduce((sum, row) => sum + row.charged_tokens, 0));
     } finally {
       await limited.stop();
     }
@@ -112,33 +97,33 @@ describe('OpenAI-compatible endpoint: errors in OpenAI\'s shape', () => {
   });
 
   it('a bad key: AuthenticationError 401', async () => {
-    const bogus = openaiClient(gateway, 'sk-this-key-does-not-exist-0123456789');
+    const bogus = openaiClient(env.gateway, 'sk-this-key-does-not-exist-0123456789');
     const error = await refusedBeforeUpstream(OpenAI.AuthenticationError, () => bogus.chat.completions.create({ model: MODEL, messages: HELLO }));
     expect(error.status).toBe(401);
     expect(error.type).toBe('authentication_error');
     expect(await rejection(() => bogus.models.list())).toBeInstanceOf(OpenAI.AuthenticationError);
-    expect(await rejection(() => openaiClient(gateway, 'not-even-a-token').models.list())).toBeInstanceOf(OpenAI.AuthenticationError);
+    expect(await rejection(() => openaiClient(env.gateway, 'not-even-a-token').models.list())).toBeInstanceOf(OpenAI.AuthenticationError);
 
     // A revoked key is a bad key.
-    const { user, key, client } = await newClient();
+    const { user, key, client } = await sdkUser(env);
     await client.models.list();
-    const revoked = await gateway.gql(OpenAiRevokeApiKeyDocument, { id: key.id }, user.token);
+    const revoked = await env.gateway.gql(RevokeApiKeyDocument, { id: key.id }, user.token);
     expect(revoked.data?.revokeApiKey).toBe(true);
     await eventually(async () => ((await rejection(() => client.models.list())) instanceof OpenAI.AuthenticationError ? true : undefined), 3_000, 'the revoked key to be refused');
   });
 
   it('a disabled user\'s key: PermissionDeniedError 403, nothing sent upstream', async () => {
-    const { user, client } = await newClient();
+    const { user, client } = await sdkUser(env);
     await client.models.list();
-    const disabled = await gateway.gql(OpenAiUpdateUserDocument, { id: user.id, input: { disabled: true } }, admin);
+    const disabled = await env.gateway.gql(UpdateUserDocument, { id: user.id, input: { disabled: true } }, env.admin);
     expect(disabled.data?.updateUser.disabled).toBe(true);
     const error = await refusedBeforeUpstream(OpenAI.PermissionDeniedError, () => client.chat.completions.create({ model: MODEL, messages: HELLO }));
     expect(error.status).toBe(403);
-    expect(await records(gateway, user.id)).toEqual([]);
+    expect(await usageRecords(env.gateway.databaseUrl, user.id)).toEqual([]);
   });
 
   it('unknown request fields: BadRequestError 400 naming the field, nothing sent upstream', async () => {
-    const { user, client } = await newClient();
+    const { user, client } = await sdkUser(env);
     const guided = await refusedBeforeUpstream(OpenAI.BadRequestError, () =>
       client.chat.completions.create({
         model: MODEL,
@@ -158,19 +143,19 @@ describe('OpenAI-compatible endpoint: errors in OpenAI\'s shape', () => {
       }),
     );
     expect(tools.param).toBe('tools');
-    expect(await records(gateway, user.id)).toEqual([]);
-    expect(await ledger(gateway, user.id)).toMatchObject({ used: 0, reserved: 0, reservations: 0 });
+    expect(await usageRecords(env.gateway.databaseUrl, user.id)).toEqual([]);
+    expect(await ledger(env.gateway.databaseUrl, user.id)).toMatchObject({ used: 0, reserved: 0, reservations: 0 });
   });
 
   it('an unknown model: BadRequestError 400 on model', async () => {
-    const { client } = await newClient();
+    const { client } = await sdkUser(env);
     const error = await refusedBeforeUpstream(OpenAI.BadRequestError, () => client.chat.completions.create({ model: 'gpt-4o', messages: HELLO }));
     expect(error.status).toBe(400);
     expect(error.param).toBe('model');
   });
 
   it('a context too long: BadRequestError 400, nothing sent upstream', async () => {
-    const { user, client } = await newClient(null);
+    const { user, client } = await sdkUser(env, null);
     // The answer asked for does not fit beside the prompt.
     const tooMuch = await refusedBeforeUpstream(OpenAI.BadRequestError, () =>
       client.chat.completions.create({ model: MODEL, messages: HELLO, max_tokens: 4_090 }),
@@ -182,13 +167,13 @@ describe('OpenAI-compatible endpoint: errors in OpenAI\'s shape', () => {
       client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'word '.repeat(5_000) }] }),
     );
     expect(longPrompt.status).toBe(400);
-    expect(await records(gateway, user.id)).toEqual([]);
+    expect(await usageRecords(env.gateway.databaseUrl, user.id)).toEqual([]);
   });
 
   it('the upstream failing before any token: InternalServerError 502, nothing charged', async () => {
-    const { user, client } = await newClient();
-    gateway.simulator.setFault('fail-before');
-    const before = statsOf(gateway);
+    const { user, client } = await sdkUser(env);
+    env.gateway.simulator.setFault('fail-before');
+    const before = { ...env.gateway.simulator.stats };
     const error = await rejection(() => client.chat.completions.create({ model: MODEL, messages: HELLO }));
     expect(error).toBeInstanceOf(OpenAI.InternalServerError);
     expect((error as APIError).status).toBe(502);
@@ -197,15 +182,15 @@ describe('OpenAI-compatible endpoint: errors in OpenAI\'s shape', () => {
     const streamError = await rejection(() => client.chat.completions.create({ model: MODEL, messages: HELLO, stream: true }));
     expect(streamError).toBeInstanceOf(OpenAI.InternalServerError);
     expect((streamError as APIError).status).toBe(502);
-    expect(statsOf(gateway).failed - before.failed).toBe(2);
+    expect({ ...env.gateway.simulator.stats }.failed - before.failed).toBe(2);
 
-    expect(await records(gateway, user.id)).toEqual([]);
-    expect(await ledger(gateway, user.id)).toMatchObject({ used: 0, reserved: 0, reservations: 0 });
+    expect(await usageRecords(env.gateway.databaseUrl, user.id)).toEqual([]);
+    expect(await ledger(env.gateway.databaseUrl, user.id)).toMatchObject({ used: 0, reserved: 0, reservations: 0 });
   });
 
   it('the upstream failing mid-stream: an in-band error, charged for the tokens produced', async () => {
-    const { user, client } = await newClient();
-    gateway.simulator.setFault('fail-mid:4');
+    const { user, client } = await sdkUser(env);
+    env.gateway.simulator.setFault('fail-mid:4');
     const stream = await client.chat.completions.create({ model: MODEL, messages: HELLO, stream: true });
     let content = 0;
     const error = await rejection(async () => {
@@ -214,39 +199,39 @@ describe('OpenAI-compatible endpoint: errors in OpenAI\'s shape', () => {
     expect(error).toBeInstanceOf(OpenAI.APIError);
     expect((error as APIError).code).toBe('upstream_error');
     expect(content).toBe(4);
-    const rows = await records(gateway, user.id);
+    const rows = await usageRecords(env.gateway.databaseUrl, user.id);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ interface: 'openai', status: 'upstream_error', completion_tokens: 4 });
-    expect(await ledger(gateway, user.id)).toMatchObject({ used: rows[0].charged_tokens, reserved: 0, reservations: 0 });
+    expect(await ledger(env.gateway.databaseUrl, user.id)).toMatchObject({ used: rows[0].charged_tokens, reserved: 0, reservations: 0 });
   });
 
   it('the upstream timing out: InternalServerError 504, nothing charged', async () => {
     // A second instance on the same database and simulator, with a short upstream timeout.
-    const impatient = await startTestGateway({ simulator: gateway.simulator, databaseUrl: gateway.databaseUrl, env: { VLLM_TIMEOUT_MS: '400' } });
+    const impatient = await startTestGateway({ simulator: env.gateway.simulator, databaseUrl: env.gateway.databaseUrl, env: { VLLM_TIMEOUT_MS: '400' } });
     try {
-      const { user, key } = await newClient();
+      const { user, key } = await sdkUser(env);
       const client = openaiClient(impatient, key.secret);
-      gateway.simulator.setFault('hang');
+      env.gateway.simulator.setFault('hang');
       const error = await rejection(() => client.chat.completions.create({ model: MODEL, messages: HELLO }));
       expect(error).toBeInstanceOf(OpenAI.InternalServerError);
       expect((error as APIError).status).toBe(504);
       const streamError = await rejection(() => client.chat.completions.create({ model: MODEL, messages: HELLO, stream: true }));
       expect((streamError as APIError).status).toBe(504);
-      expect(await records(gateway, user.id)).toEqual([]);
-      expect(await ledger(gateway, user.id)).toMatchObject({ used: 0, reserved: 0, reservations: 0 });
+      expect(await usageRecords(env.gateway.databaseUrl, user.id)).toEqual([]);
+      expect(await ledger(env.gateway.databaseUrl, user.id)).toMatchObject({ used: 0, reserved: 0, reservations: 0 });
     } finally {
-      gateway.simulator.setFault(null);
+      env.gateway.simulator.setFault(null);
       await impatient.stop();
     }
   });
 
   it('wrong method and malformed JSON are refused in OpenAI\'s shape', async () => {
-    const { key } = await newClient();
+    const { key } = await sdkUser(env);
     const headers = { authorization: `Bearer ${key.secret}`, 'content-type': 'application/json' };
-    const getChat = await fetch(`${gateway.server.origin}/v1/chat/completions`, { headers });
+    const getChat = await fetch(`${env.gateway.server.origin}/v1/chat/completions`, { headers });
     expect(getChat.status).toBe(405);
     expect(((await getChat.json()) as { error: { type: string } }).error.type).toBe('invalid_request_error');
-    const badJson = await fetch(`${gateway.server.origin}/v1/chat/completions`, { method: 'POST', headers, body: '{"model":' });
+    const badJson = await fetch(`${env.gateway.server.origin}/v1/chat/completions`, { method: 'POST', headers, body: '{"model":' });
     expect(badJson.status).toBe(400);
     expect(((await badJson.json()) as { error: { message: string } }).error.message).toMatch(/JSON/);
   });

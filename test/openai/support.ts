@@ -1,53 +1,39 @@
-import OpenAI from 'openai';
-import { OpenAiCreateApiKeyDocument, OpenAiMyUsageDocument } from '../generated/graphql';
-import { sql } from '../helpers/database';
-import type { TestGateway } from '../helpers/server';
+import type OpenAI from 'openai';
+import type { QuotaPeriod } from '../generated/graphql';
+import { createApiKey, createUser, openaiClient, type SignedIn } from '../helpers/client';
+import { resetSimulator, startWithAdmin, type TestGateway } from '../helpers/server';
 
-/** An official OpenAI SDK client pointed at the gateway: only the base URL and the key change. */
-export function openaiClient(gateway: TestGateway, apiKey: string): OpenAI {
-  return new OpenAI({ baseURL: `${gateway.server.origin}/v1`, apiKey, maxRetries: 0, timeout: 15_000 });
+export interface OpenAIEnv {
+  readonly gateway: TestGateway;
+  /** The admin's access token. */
+  readonly admin: string;
 }
 
-/** A new API key of the user behind `token`; its secret. */
-export async function apiKeyOf(gateway: TestGateway, token: string, name = 'openai-test'): Promise<{ secret: string; id: string }> {
-  const result = await gateway.gql(OpenAiCreateApiKeyDocument, { name }, token);
-  if (result.data == null) throw new Error(`createApiKey failed: ${JSON.stringify(result.errors)}`);
-  return { secret: result.data.createApiKey.secret, id: result.data.createApiKey.apiKey.id };
+/**
+ * The file's gateway and admin, started before its tests and stopped after them; the simulator
+ * is reset after each test, as these tests inject faults and latency.
+ */
+export function openaiGateway(): OpenAIEnv {
+  const env = {} as { gateway: TestGateway; admin: string };
+  beforeAll(async () => {
+    const started = await startWithAdmin();
+    env.gateway = started.gateway;
+    env.admin = started.admin.token;
+  });
+  afterEach(() => resetSimulator(env.gateway.simulator));
+  afterAll(() => env.gateway.stop());
+  return env;
 }
 
-export async function usedOf(gateway: TestGateway, token: string): Promise<number> {
-  const result = await gateway.gql(OpenAiMyUsageDocument, {}, token);
-  if (result.data == null) throw new Error(`me failed: ${JSON.stringify(result.errors)}`);
-  return result.data.me.usage.used;
-}
-
-export interface OpenAIRecordRow extends Record<string, unknown> {
-  request_id: string;
-  api_key_id: string | null;
-  model: string;
-  interface: 'graphql' | 'openai';
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-  charged_tokens: number;
-  usage_source: 'reported' | 'estimated';
-  status: string;
-}
-
-/** The user's usage records, oldest first, straight from PostgreSQL. */
-export function records(gateway: TestGateway, userId: string): Promise<OpenAIRecordRow[]> {
-  return sql<OpenAIRecordRow>(
-    gateway.databaseUrl,
-    `select request_id, api_key_id, model, interface, prompt_tokens, completion_tokens, total_tokens, charged_tokens,
-            usage_source, status
-       from usage_records where user_id = $1 order by id`,
-    [userId],
-  );
-}
-
-/** The simulator's counters, copied (they are live). */
-export function statsOf(gateway: TestGateway): TestGateway['simulator']['stats'] {
-  return { ...gateway.simulator.stats };
+/** A fresh user with an API key, and an SDK client on that key: what an OpenAI client starts from. */
+export async function sdkUser(
+  { gateway, admin }: OpenAIEnv,
+  tokenLimit: number | null = 100_000,
+  quotaPeriod: QuotaPeriod = 'NONE',
+): Promise<{ user: SignedIn; key: { secret: string; id: string }; client: OpenAI }> {
+  const user = await createUser(gateway, admin, { tokenLimit, quotaPeriod });
+  const key = await createApiKey(gateway, user.token, 'openai-test');
+  return { user, key, client: openaiClient(gateway, key.secret) };
 }
 
 /** Runs `call`, expecting it to reject; returns what it threw. */

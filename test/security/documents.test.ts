@@ -1,21 +1,11 @@
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import { getIntrospectionQuery } from 'graphql';
-import { SecurityApiKeysDocument, SecurityLoginDocument, SecurityServerInfoDocument } from '../generated/graphql';
-import { adminToken, userWithQuota } from '../chat/support';
+import { ApiKeysDocument, LoginDocument, ServerInfoDocument } from '../generated/graphql';
 import { sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import {
-  RawSocket,
-  expectErrors,
-  expectSocketStillServing,
-  expectStillServing,
-  expectWsErrors,
-  messages,
-  parseJson,
-  post,
-  rawRequest,
-  type RawResponse,
-} from './support';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { createUser, postGraphQL, type SignedIn } from '../helpers/client';
+import { RawSocket, expectWsErrors } from '../helpers/raw-socket';
+import { expectErrors, expectSocketStillServing, expectStillServing, messages, parseJson, rawRequest, type RawResponse } from './support';
 
 /**
  * Hostile documents and request bodies: every one refused with the contract's code, on HTTP
@@ -24,12 +14,11 @@ import {
 describe('hostile documents and bodies', () => {
   let gateway: TestGateway;
   let admin: string;
-  let user: { id: string; token: string; email: string };
+  let user: SignedIn;
 
   beforeAll(async () => {
-    gateway = await startTestGateway();
-    admin = await adminToken(gateway);
-    user = await userWithQuota(gateway, admin, 10_000);
+    ({ gateway, admin: { token: admin } } = await startWithAdmin());
+    user = await createUser(gateway, admin, { tokenLimit: 10_000 });
   });
   afterAll(() => gateway.stop());
 
@@ -39,10 +28,10 @@ describe('hostile documents and bodies', () => {
   async function overSocket(query: string, code = 'BAD_USER_INPUT'): Promise<string> {
     const socket = new RawSocket(gateway.server.wsUrl);
     try {
-      expect(await socket.init(`Bearer ${user.token}`)).toBe(true);
+      expect(await socket.init(`Bearer ${user.token}`)).toBe('ack');
       const errors = expectWsErrors(await socket.run('attack', query), code);
       // The same socket still runs the next operation.
-      const next = await socket.run('after', SecurityServerInfoDocument as TypedDocumentNode<unknown, never>);
+      const next = await socket.run('after', ServerInfoDocument as TypedDocumentNode<unknown, never>);
       expect(next.find((message) => message.type === 'next')).toMatchObject({ payload: { data: { serverInfo: { version: expect.any(String) } } } });
       return errors.map((error) => error.message).join('\n');
     } finally {
@@ -64,7 +53,7 @@ describe('hostile documents and bodies', () => {
     ];
 
     it.each(bombs)('HTTP: %s → BAD_USER_INPUT (depth)', async (_label, query) => {
-      const { status, body } = await post(gateway, query, undefined, { token: user.token });
+      const { status, body } = await postGraphQL(gateway.server.url, query, undefined, { token: user.token });
       expect(status).toBe(400);
       expect(body.data ?? null).toBeNull();
       expectErrors(body, 'BAD_USER_INPUT');
@@ -77,7 +66,7 @@ describe('hostile documents and bodies', () => {
     });
 
     it('lets the introspection GraphiQL sends (depth 13) through, in development and test', async () => {
-      const { status, body } = await post(gateway, getIntrospectionQuery());
+      const { status, body } = await postGraphQL(gateway.server.url, getIntrospectionQuery());
       expect(status).toBe(200);
       expect(body.errors).toBeUndefined();
     });
@@ -86,7 +75,7 @@ describe('hostile documents and bodies', () => {
   describe('alias bombs', () => {
     it('HTTP: 100 aliased serverInfo → BAD_USER_INPUT (aliases)', async () => {
       const query = `{ ${Array.from({ length: 100 }, (_, i) => `a${i}: serverInfo { version }`).join(' ')} }`;
-      const { status, body } = await post(gateway, query);
+      const { status, body } = await postGraphQL(gateway.server.url, query);
       expect(status).toBe(400);
       expect(body.data ?? null).toBeNull();
       expectErrors(body, 'BAD_USER_INPUT');
@@ -101,30 +90,30 @@ describe('hostile documents and bodies', () => {
 
     it('aliases hidden in a fragment spread twice count twice', async () => {
       const aliases = Array.from({ length: 10 }, (_, i) => `a${i}: serverInfo { version }`).join(' ');
-      const { body } = await post(gateway, `{ ...F x: __typename ...F } fragment F on Query { ${aliases} }`);
+      const { body } = await postGraphQL(gateway.server.url, `{ ...F x: __typename ...F } fragment F on Query { ${aliases} }`);
       expectErrors(body, 'BAD_USER_INPUT');
       expect(messages(body)).toMatch(/aliases limit/i);
     });
 
     it('100 aliased logins are refused as a whole: not one attempt is counted, the victim can still sign in', async () => {
-      const victim = await userWithQuota(gateway, admin, 10);
+      const victim = await createUser(gateway, admin, { tokenLimit: 10 });
       const logins = Array.from({ length: 100 }, (_, i) => `l${i}: login(email: "${victim.email}", password: "guess-number-${i}") { accessToken }`);
-      const { status, body } = await post(gateway, `mutation { ${logins.join(' ')} }`);
+      const { status, body } = await postGraphQL(gateway.server.url, `mutation { ${logins.join(' ')} }`);
       expect(status).toBe(400);
       expect(body.data ?? null).toBeNull();
       expectErrors(body, 'BAD_USER_INPUT');
       expect(messages(body)).toMatch(/aliases limit/i);
       const rows = await sql(gateway.databaseUrl, 'select subject, failures from login_throttle where subject = $1', [`account:${victim.email}`]);
       expect(rows).toEqual([]);
-      const login = await post(gateway, SecurityLoginDocument, { email: victim.email, password: 'user-password-123' });
+      const login = await postGraphQL(gateway.server.url, LoginDocument, { email: victim.email, password: victim.password });
       expect(login.body.errors).toBeUndefined();
       expect(login.body.data?.login.accessToken).toEqual(expect.any(String));
     });
 
     it('the most aliases allowed (15) of login: mutation fields run in order and the first refusal ends the operation, so one attempt is counted', async () => {
-      const victim = await userWithQuota(gateway, admin, 10);
+      const victim = await createUser(gateway, admin, { tokenLimit: 10 });
       const logins = Array.from({ length: 15 }, (_, i) => `l${i}: login(email: "${victim.email}", password: "guess-number-${i}") { accessToken }`);
-      const { body } = await post(gateway, `mutation { ${logins.join(' ')} }`);
+      const { body } = await postGraphQL(gateway.server.url, `mutation { ${logins.join(' ')} }`);
       // login returns AuthPayload!: its error nulls the whole result and stops the serial execution.
       expect(body.data ?? null).toBeNull();
       expect((body.errors ?? []).map((error) => [error.path?.[0], error.extensions?.code])).toEqual([['l0', 'UNAUTHENTICATED']]);
@@ -142,7 +131,7 @@ describe('hostile documents and bodies', () => {
     ];
 
     it.each(cycles)('HTTP: %s → BAD_USER_INPUT', async (_label, query) => {
-      const { status, body } = await post(gateway, query);
+      const { status, body } = await postGraphQL(gateway.server.url, query);
       expect(status).toBe(400);
       expect(body.data ?? null).toBeNull();
       expectErrors(body, 'BAD_USER_INPUT');
@@ -162,7 +151,7 @@ describe('hostile documents and bodies', () => {
       ];
       const query = `{ ...F${levels} } ${fragments.join(' ')}`;
       const started = Date.now();
-      const { body } = await post(gateway, query);
+      const { body } = await postGraphQL(gateway.server.url, query);
       expect(Date.now() - started).toBeLessThan(2_000);
       expectErrors(body, 'BAD_USER_INPUT');
       expect(messages(body)).toMatch(/cost limit/i);
@@ -176,7 +165,7 @@ describe('hostile documents and bodies', () => {
 
     it(`HTTP: a document of more than GRAPHQL_MAX_TOKENS tokens → BAD_USER_INPUT`, async () => {
       expect(gateway.config.graphql.maxTokens).toBe(2_000);
-      const { status, body } = await post(gateway, tooManyTokens());
+      const { status, body } = await postGraphQL(gateway.server.url, tooManyTokens());
       expect(status).toBe(400);
       expectErrors(body, 'BAD_USER_INPUT');
       expect(messages(body)).toMatch(/contains more th\w+ 2000 tokens/);
@@ -189,7 +178,7 @@ describe('hostile documents and bodies', () => {
 
     it('HTTP and WebSocket: more directives than GRAPHQL_MAX_DIRECTIVES → BAD_USER_INPUT', async () => {
       const query = `{ serverInfo { version ${'@include(if: true) '.repeat(60)} } }`;
-      const { body } = await post(gateway, query);
+      const { body } = await postGraphQL(gateway.server.url, query);
       expectErrors(body, 'BAD_USER_INPUT');
       expect(messages(body)).toMatch(/directives limit/i);
       expect(await overSocket(query)).toMatch(/directives limit/i);
@@ -200,7 +189,7 @@ describe('hostile documents and bodies', () => {
       const stop = `${'['.repeat(900)}"x"${']'.repeat(900)}`;
       const query = `mutation { chat(input: { messages: [{ role: USER, content: "hi" }], stop: ${stop} }) { id } }`;
       const spent = await sql<{ used: string }>(gateway.databaseUrl, 'select used from quota_accounts where user_id = $1', [user.id]);
-      const { body } = await post(gateway, query, undefined, { token: user.token });
+      const { body } = await postGraphQL(gateway.server.url, query, undefined, { token: user.token });
       expect(body.data ?? null).toBeNull();
       expectErrors(body, 'BAD_USER_INPUT');
       await overSocket(query);
@@ -340,7 +329,7 @@ describe('hostile documents and bodies', () => {
       expect(bodyOf(response)).toMatchObject({ errors: [{ message: expect.stringMatching(/only support query operations/), extensions: { code: 'BAD_USER_INPUT' } }] });
       expect(response.text).not.toContain('"secret"');
       expect(await keyCount()).toBe(before);
-      const { body } = await post(gateway, SecurityApiKeysDocument, {}, { token: user.token });
+      const { body } = await postGraphQL(gateway.server.url, ApiKeysDocument, {}, { token: user.token });
       expect(body.data?.apiKeys).toHaveLength(before);
     });
   });
@@ -351,11 +340,11 @@ describe('hostile documents and bodies', () => {
       const bystander = new RawSocket(gateway.server.wsUrl);
       const attacker = new RawSocket(gateway.server.wsUrl);
       try {
-        expect(await bystander.init(`Bearer ${user.token}`)).toBe(true);
-        expect(await attacker.init(`Bearer ${user.token}`)).toBe(true);
+        expect(await bystander.init(`Bearer ${user.token}`)).toBe('ack');
+        expect(await attacker.init(`Bearer ${user.token}`)).toBe('ack');
         await attacker.send({ id: 'big', type: 'subscribe', payload: { query: `{ serverInfo { version } } # ${'z'.repeat(limit)}` } });
         expect((await attacker.closed).code).toBe(1009);
-        const next = await bystander.run('still', SecurityServerInfoDocument as TypedDocumentNode<unknown, never>);
+        const next = await bystander.run('still', ServerInfoDocument as TypedDocumentNode<unknown, never>);
         expect(next.find((message) => message.type === 'next')).toMatchObject({ payload: { data: { serverInfo: { version: expect.any(String) } } } });
       } finally {
         bystander.close();
@@ -379,13 +368,13 @@ describe('hostile documents and bodies', () => {
       const limit = gateway.config.ws.maxSubscriptionsPerSocket;
       const socket = new RawSocket(gateway.server.wsUrl);
       try {
-        expect(await socket.init(`Bearer ${user.token}`)).toBe(true);
+        expect(await socket.init(`Bearer ${user.token}`)).toBe('ack');
         for (let i = 0; i < limit; i += 1) await socket.send({ id: `s${i}`, type: 'subscribe', payload: { query: 'subscription { usageUpdated { used } }' } });
         // A refusal comes at once; a subscription accepted in its place just waits for events.
         const over = await socket.run('over', 'subscription { usageUpdated { used } }', undefined, 1, 1_500);
         expectWsErrors(over, 'RATE_LIMITED');
-        expect(socket.received.filter((message) => message.type === 'error' && message.id !== 'over')).toEqual([]);
-        expect(socket.socket.readyState).toBe(socket.socket.OPEN);
+        expect(socket.messages.filter((message) => message.type === 'error' && message.id !== 'over')).toEqual([]);
+        expect(socket.closeCode).toBeNull();
       } finally {
         socket.close();
       }
@@ -394,7 +383,7 @@ describe('hostile documents and bodies', () => {
     it('a frame that is not JSON, or not a protocol message, closes the socket with 4400', async () => {
       for (const frame of ['not json', '{"type":"subscribe"}', '[1,2,3]']) {
         const socket = new RawSocket(gateway.server.wsUrl);
-        expect(await socket.init(`Bearer ${user.token}`)).toBe(true);
+        expect(await socket.init(`Bearer ${user.token}`)).toBe('ack');
         await socket.send(frame);
         expect((await socket.closed).code).toBe(4400);
       }

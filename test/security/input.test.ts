@@ -1,34 +1,25 @@
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import {
-  SecurityApiKeysDocument,
-  SecurityChatDocument,
-  SecurityChatStreamDocument,
-  SecurityCreateApiKeyDocument,
-  SecurityCreateUserDocument,
-  SecurityLoginDocument,
-  SecurityUpdateUserDocument,
-  SecurityUsageDocument,
-  SecurityUsageSummaryDocument,
-  SecurityUsageUpdatedDocument,
-  SecurityUserDocument,
-  SecurityUsersDocument,
+  ApiKeysDocument,
+  ChatDocument,
+  ChatStreamDocument,
+  CreateApiKeyDocument,
+  CreateUserDocument,
+  LoginDocument,
+  UpdateUserDocument,
+  UsageHistoryDocument,
+  UsageSummaryDocument,
+  UsageUpdatedDocument,
+  UserDocument,
+  UsersDocument,
   type ChatInput,
 } from '../generated/graphql';
-import { adminToken, userWithQuota } from '../chat/support';
 import { sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
 import { startSimulator, type Simulator } from '../../src/simulator';
-import {
-  RawSocket,
-  expectErrors,
-  expectStillServing,
-  expectWsErrors,
-  post,
-  rawRequest,
-  spendOf,
-  startCountingProxy,
-  type CountingProxy,
-} from './support';
+import { createUser, postGraphQL, type SignedIn } from '../helpers/client';
+import { RawSocket, expectWsErrors } from '../helpers/raw-socket';
+import { expectErrors, expectStillServing, rawRequest, spendOf, startCountingProxy, type CountingProxy } from './support';
 
 const TOKENIZE = '/tokenize';
 const COMPLETIONS = '/v1/chat/completions';
@@ -44,19 +35,18 @@ describe('hostile arguments', () => {
   let proxy: CountingProxy;
   let gateway: TestGateway;
   let admin: string;
-  let user: { id: string; token: string; email: string };
-  let other: { id: string; token: string; email: string };
+  let user: SignedIn;
+  let other: SignedIn;
 
   beforeAll(async () => {
     simulator = await startSimulator({});
     proxy = await startCountingProxy(simulator);
-    gateway = await startTestGateway({ simulator, env: { VLLM_BASE_URL: proxy.url } });
-    admin = await adminToken(gateway);
-    user = await userWithQuota(gateway, admin, 100_000);
-    other = await userWithQuota(gateway, admin, 100_000);
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({ simulator, env: { VLLM_BASE_URL: proxy.url } }));
+    user = await createUser(gateway, admin, { tokenLimit: 100_000 });
+    other = await createUser(gateway, admin, { tokenLimit: 100_000 });
     // One real chat each, so that both have usage to read (and to protect).
     for (const who of [user, other]) {
-      const { body } = await post(gateway, SecurityChatDocument, { input: { messages: [{ role: 'USER', content: 'hello' }], maxTokens: 8 } }, { token: who.token });
+      const { body } = await postGraphQL(gateway.server.url, ChatDocument, { input: { messages: [{ role: 'USER', content: 'hello' }], maxTokens: 8 } }, { token: who.token });
       expect(body.errors).toBeUndefined();
     }
     // The proxy does see what the gateway sends upstream: the checks below are not vacuous.
@@ -105,7 +95,7 @@ describe('hostile arguments', () => {
 
     it.each(refused)('chat with %s → BAD_USER_INPUT', async (_label, input, field) => {
       const check = await untouched();
-      const { body } = await post(gateway, SecurityChatDocument, { input: input() }, { token: user.token });
+      const { body } = await postGraphQL(gateway.server.url, ChatDocument, { input: input() }, { token: user.token });
       expect(body.data ?? null).toBeNull();
       const [error] = expectErrors(body, 'BAD_USER_INPUT');
       expect(error.extensions?.field).toBe(field);
@@ -116,8 +106,8 @@ describe('hostile arguments', () => {
       const check = await untouched();
       const socket = new RawSocket(gateway.server.wsUrl);
       try {
-        expect(await socket.init(`Bearer ${user.token}`)).toBe(true);
-        expectWsErrors(await socket.run('s', SecurityChatStreamDocument as TypedDocumentNode<unknown, never>, { input: input() }), 'BAD_USER_INPUT');
+        expect(await socket.init(`Bearer ${user.token}`)).toBe('ack');
+        expectWsErrors(await socket.run('s', ChatStreamDocument as TypedDocumentNode<unknown, never>, { input: input() }), 'BAD_USER_INPUT');
       } finally {
         socket.close();
       }
@@ -127,7 +117,7 @@ describe('hostile arguments', () => {
     it('chatStream with a 500 KB message: the frame is over WS_MAX_MESSAGE_BYTES, so the socket closes (1009) first; nothing charged', async () => {
       const check = await untouched();
       const socket = new RawSocket(gateway.server.wsUrl);
-      expect(await socket.init(`Bearer ${user.token}`)).toBe(true);
+      expect(await socket.init(`Bearer ${user.token}`)).toBe('ack');
       await socket.send({ id: 's', type: 'subscribe', payload: { query: 'subscription($input: ChatInput!) { chatStream(input: $input) { delta } }', variables: { input: { messages: [{ role: 'USER', content: 'a'.repeat(500 * 1024) }] } } } });
       expect((await socket.closed).code).toBe(1009);
       await check();
@@ -142,7 +132,7 @@ describe('hostile arguments', () => {
       ['seed 2147483648 as a variable', { messages: hi, seed: 2_147_483_648 }],
     ])('%s → BAD_USER_INPUT (GraphQL Int), nothing charged', async (_label, input) => {
       const check = await untouched();
-      const { body } = await post(gateway, SecurityChatDocument, { input: input as ChatInput }, { token: user.token });
+      const { body } = await postGraphQL(gateway.server.url, ChatDocument, { input: input as ChatInput }, { token: user.token });
       expect(body.data ?? null).toBeNull();
       expectErrors(body, 'BAD_USER_INPUT');
       expect(body.errors?.[0].message).toMatch(/Int cannot represent/);
@@ -151,7 +141,7 @@ describe('hostile arguments', () => {
 
     it('maxTokens 2147483648 inline in the document → BAD_USER_INPUT (GraphQL Int), nothing charged', async () => {
       const check = await untouched();
-      const { body } = await post(gateway, 'mutation { chat(input: { messages: [{ role: USER, content: "hi" }], maxTokens: 2147483648 }) { id } }', undefined, { token: user.token });
+      const { body } = await postGraphQL(gateway.server.url, 'mutation { chat(input: { messages: [{ role: USER, content: "hi" }], maxTokens: 2147483648 }) { id } }', undefined, { token: user.token });
       expectErrors(body, 'BAD_USER_INPUT');
       expect(body.errors?.[0].message).toMatch(/Int cannot represent/);
       await check();
@@ -164,7 +154,7 @@ describe('hostile arguments', () => {
       ['1e20', 1e20, /Int cannot represent/],
     ])('createUser with tokenLimit %s → BAD_USER_INPUT, no user created', async (_label, tokenLimit, message) => {
       const email = `overflow-${Math.random().toString(36).slice(2)}@example.test`;
-      const { body } = await post(gateway, SecurityCreateUserDocument, { input: { email, password: 'a-long-enough-password', tokenLimit } }, { token: admin });
+      const { body } = await postGraphQL(gateway.server.url, CreateUserDocument, { input: { email, password: 'a-long-enough-password', tokenLimit } }, { token: admin });
       expect(body.data ?? null).toBeNull();
       expectErrors(body, 'BAD_USER_INPUT');
       expect(body.errors?.[0].message).toMatch(message);
@@ -176,7 +166,7 @@ describe('hostile arguments', () => {
       ['2^31', 2_147_483_648],
       ['-1', -1],
     ])('updateUser with tokenLimit %s → BAD_USER_INPUT, the limit unchanged', async (_label, tokenLimit) => {
-      const { body } = await post(gateway, SecurityUpdateUserDocument, { id: other.id, input: { tokenLimit } }, { token: admin });
+      const { body } = await postGraphQL(gateway.server.url, UpdateUserDocument, { id: other.id, input: { tokenLimit } }, { token: admin });
       expect(body.data ?? null).toBeNull();
       expectErrors(body, 'BAD_USER_INPUT');
       expect(await sql(gateway.databaseUrl, 'select token_limit from users where id = $1', [other.id])).toEqual([{ token_limit: 100_000 }]);
@@ -220,9 +210,9 @@ describe('hostile arguments', () => {
       for (const variables of [
         { email: payload, password: payload },
         { email: user.email, password: payload },
-        { email: `${user.email}${payload}`, password: 'user-password-123' },
+        { email: `${user.email}${payload}`, password: user.password },
       ]) {
-        const { body } = await post(gateway, SecurityLoginDocument, variables);
+        const { body } = await postGraphQL(gateway.server.url, LoginDocument, variables);
         expect(body.data ?? null).toBeNull();
         expectErrors(body, 'UNAUTHENTICATED');
       }
@@ -232,7 +222,7 @@ describe('hostile arguments', () => {
 
     it.each(SQL_METACHARACTERS)('createUser with %j as the whole email → BAD_USER_INPUT', async (payload) => {
       const before = await tableCounts();
-      const { body } = await post(gateway, SecurityCreateUserDocument, { input: { email: payload, password: 'a-long-enough-password' } }, { token: admin });
+      const { body } = await postGraphQL(gateway.server.url, CreateUserDocument, { input: { email: payload, password: 'a-long-enough-password' } }, { token: admin });
       expectErrors(body, 'BAD_USER_INPUT');
       expect(await tableCounts()).toEqual(before);
     });
@@ -242,21 +232,21 @@ describe('hostile arguments', () => {
     it.each(SQL_METACHARACTERS)('createUser with %j inside a valid email and the password → stored literally, signs in with it', async (payload) => {
       const email = `meta${literalUsers.size}${payload.replace(/\s/g, '')}x@example.test`;
       const password = `${payload}${payload}-padding-123`;
-      const { body } = await post(gateway, SecurityCreateUserDocument, { input: { email, password, tokenLimit: 10 } }, { token: admin });
+      const { body } = await postGraphQL(gateway.server.url, CreateUserDocument, { input: { email, password, tokenLimit: 10 } }, { token: admin });
       expect(body.errors).toBeUndefined();
       expect(body.data?.createUser.email).toBe(email.toLowerCase());
       const id = body.data?.createUser.id ?? '';
       literalUsers.set(payload, { id, email: email.toLowerCase() });
       expect(await sql(gateway.databaseUrl, 'select email from users where id = $1', [id])).toEqual([{ email: email.toLowerCase() }]);
-      const login = await post(gateway, SecurityLoginDocument, { email, password });
+      const login = await postGraphQL(gateway.server.url, LoginDocument, { email, password });
       expect(login.body.errors).toBeUndefined();
       expect(login.body.data?.login.user.id).toBe(id);
-      const wrong = await post(gateway, SecurityLoginDocument, { email, password: `${password.slice(0, -1)}%` });
+      const wrong = await postGraphQL(gateway.server.url, LoginDocument, { email, password: `${password.slice(0, -1)}%` });
       expectErrors(wrong.body, 'UNAUTHENTICATED');
     });
 
     it.each(SQL_METACHARACTERS)('users(search: %j) matches it literally, never everything', async (payload) => {
-      const { body } = await post(gateway, SecurityUsersDocument, { search: payload, first: 100 }, { token: admin });
+      const { body } = await postGraphQL(gateway.server.url, UsersDocument, { search: payload, first: 100 }, { token: admin });
       expect(body.errors).toBeUndefined();
       const expected = (await sql<{ id: string }>(gateway.databaseUrl, 'select id from users where strpos(email, $1) > 0 order by created_at, id', [payload.trim().toLowerCase()])).map((row) => row.id);
       const [all] = await sql<{ n: string }>(gateway.databaseUrl, 'select count(*) as n from users');
@@ -270,22 +260,22 @@ describe('hostile arguments', () => {
 
     it('users(search) with % or _ does not act as a wildcard', async () => {
       for (const search of ['%', '_', '%%', '_@%', 'meta%']) {
-        const { body } = await post(gateway, SecurityUsersDocument, { search, first: 100 }, { token: admin });
+        const { body } = await postGraphQL(gateway.server.url, UsersDocument, { search, first: 100 }, { token: admin });
         for (const node of body.data?.users.nodes ?? []) expect(node.email).toContain(search);
       }
     });
 
     it.each(SQL_METACHARACTERS)('createApiKey with %j as the name → stored and listed literally', async (payload) => {
-      const { body } = await post(gateway, SecurityCreateApiKeyDocument, { name: payload }, { token: user.token });
+      const { body } = await postGraphQL(gateway.server.url, CreateApiKeyDocument, { name: payload }, { token: user.token });
       expect(body.errors).toBeUndefined();
       expect(body.data?.createApiKey.apiKey.name).toBe(payload);
-      const listed = await post(gateway, SecurityApiKeysDocument, {}, { token: user.token });
+      const listed = await postGraphQL(gateway.server.url, ApiKeysDocument, {}, { token: user.token });
       expect(listed.body.data?.apiKeys.map((key) => key.name)).toContain(payload);
     });
 
     it.each(SQL_METACHARACTERS)('chat with %j as the model → BAD_USER_INPUT, nothing sent upstream or charged', async (payload) => {
       const check = await untouched();
-      const { body } = await post(gateway, SecurityChatDocument, { input: { model: payload, messages: hi } }, { token: user.token });
+      const { body } = await postGraphQL(gateway.server.url, ChatDocument, { input: { model: payload, messages: hi } }, { token: user.token });
       const [error] = expectErrors(body, 'BAD_USER_INPUT');
       expect(error.extensions?.field).toBe('model');
       await check();
@@ -293,22 +283,22 @@ describe('hostile arguments', () => {
 
     it.each(SQL_METACHARACTERS)('%j as a cursor (usage after, users after) → BAD_USER_INPUT', async (payload) => {
       for (const after of [payload, Buffer.from(JSON.stringify([payload, '1'])).toString('base64url'), Buffer.from(JSON.stringify(['2026-01-01T00:00:00.000000Z', payload])).toString('base64url')]) {
-        const usage = await post(gateway, SecurityUsageDocument, { after }, { token: user.token });
+        const usage = await postGraphQL(gateway.server.url, UsageHistoryDocument, { after }, { token: user.token });
         expectErrors(usage.body, 'BAD_USER_INPUT');
-        const users = await post(gateway, SecurityUsersDocument, { after }, { token: admin });
+        const users = await postGraphQL(gateway.server.url, UsersDocument, { after }, { token: admin });
         expectErrors(users.body, 'BAD_USER_INPUT');
       }
     });
 
     it.each(SQL_METACHARACTERS)('%j as an id: user → null, usage/usageSummary/updateUser/revokeApiKey → BAD_USER_INPUT', async (payload) => {
-      const user1 = await post(gateway, SecurityUserDocument, { id: payload }, { token: admin });
+      const user1 = await postGraphQL(gateway.server.url, UserDocument, { id: payload }, { token: admin });
       expect(user1.body).toEqual({ data: { user: null } });
-      expectErrors((await post(gateway, SecurityUsageDocument, { userId: payload }, { token: admin })).body, 'BAD_USER_INPUT');
-      expectErrors((await post(gateway, SecurityUsageSummaryDocument, { userId: payload, groupBy: 'DAY' }, { token: admin })).body, 'BAD_USER_INPUT');
-      expectErrors((await post(gateway, SecurityUpdateUserDocument, { id: payload, input: { tokenLimit: 1 } }, { token: admin })).body, 'BAD_USER_INPUT');
-      expectErrors((await post(gateway, 'mutation($id: ID!) { revokeApiKey(id: $id) }', { id: payload }, { token: user.token })).body, 'BAD_USER_INPUT');
+      expectErrors((await postGraphQL(gateway.server.url, UsageHistoryDocument, { userId: payload }, { token: admin })).body, 'BAD_USER_INPUT');
+      expectErrors((await postGraphQL(gateway.server.url, UsageSummaryDocument, { userId: payload, groupBy: 'DAY' }, { token: admin })).body, 'BAD_USER_INPUT');
+      expectErrors((await postGraphQL(gateway.server.url, UpdateUserDocument, { id: payload, input: { tokenLimit: 1 } }, { token: admin })).body, 'BAD_USER_INPUT');
+      expectErrors((await postGraphQL(gateway.server.url, 'mutation($id: ID!) { revokeApiKey(id: $id) }', { id: payload }, { token: user.token })).body, 'BAD_USER_INPUT');
       // A user naming a metacharacter id is reaching for someone else's usage.
-      expectErrors((await post(gateway, SecurityUsageDocument, { userId: payload }, { token: user.token })).body, 'FORBIDDEN');
+      expectErrors((await postGraphQL(gateway.server.url, UsageHistoryDocument, { userId: payload }, { token: user.token })).body, 'FORBIDDEN');
     });
 
     it('every table is intact afterwards', async () => {
@@ -330,7 +320,7 @@ describe('hostile arguments', () => {
       ['users', '{ users { nodes { id email } } }'],
       ['user of another user', 'query($other: ID!) { user(id: $other) { id email } }'],
     ])('a user token on admin-only %s → FORBIDDEN, nothing changed', async (_label, query) => {
-      const { body } = await post(gateway, query, { id: user.id, other: other.id }, { token: user.token });
+      const { body } = await postGraphQL(gateway.server.url, query, { id: user.id, other: other.id }, { token: user.token });
       expectErrors(body, 'FORBIDDEN');
       expect(await sql(gateway.databaseUrl, "select role, token_limit, disabled from users where id = any($1) order by email", [[user.id, other.id]])).toEqual([
         { role: 'USER', token_limit: 100_000, disabled: false },
@@ -341,38 +331,38 @@ describe('hostile arguments', () => {
     });
 
     it('an API key of a user gets FORBIDDEN on admin-only fields too', async () => {
-      const { body: created } = await post(gateway, SecurityCreateApiKeyDocument, { name: 'escalation' }, { token: user.token });
+      const { body: created } = await postGraphQL(gateway.server.url, CreateApiKeyDocument, { name: 'escalation' }, { token: user.token });
       const secret = created.data?.createApiKey.secret ?? '';
-      expectErrors((await post(gateway, SecurityUsersDocument, {}, { token: secret })).body, 'FORBIDDEN');
-      expectErrors((await post(gateway, SecurityUsageDocument, { userId: other.id }, { token: secret })).body, 'FORBIDDEN');
+      expectErrors((await postGraphQL(gateway.server.url, UsersDocument, {}, { token: secret })).body, 'FORBIDDEN');
+      expectErrors((await postGraphQL(gateway.server.url, UsageHistoryDocument, { userId: other.id }, { token: secret })).body, 'FORBIDDEN');
     });
 
     it('a user reading another user\'s usage, usageSummary or user → FORBIDDEN', async () => {
-      expectErrors((await post(gateway, SecurityUsageDocument, { userId: other.id }, { token: user.token })).body, 'FORBIDDEN');
+      expectErrors((await postGraphQL(gateway.server.url, UsageHistoryDocument, { userId: other.id }, { token: user.token })).body, 'FORBIDDEN');
       for (const groupBy of ['DAY', 'MODEL'] as const) {
-        expectErrors((await post(gateway, SecurityUsageSummaryDocument, { userId: other.id, groupBy }, { token: user.token })).body, 'FORBIDDEN');
+        expectErrors((await postGraphQL(gateway.server.url, UsageSummaryDocument, { userId: other.id, groupBy }, { token: user.token })).body, 'FORBIDDEN');
       }
-      const { body } = await post(gateway, SecurityUserDocument, { id: other.id }, { token: user.token });
+      const { body } = await postGraphQL(gateway.server.url, UserDocument, { id: other.id }, { token: user.token });
       expectErrors(body, 'FORBIDDEN');
       expect(body.data?.user ?? null).toBeNull();
       // Their own is fine, and holds only their own records.
-      const own = await post(gateway, SecurityUsageDocument, { userId: user.id }, { token: user.token });
+      const own = await postGraphQL(gateway.server.url, UsageHistoryDocument, { userId: user.id }, { token: user.token });
       expect(own.body.errors).toBeUndefined();
-      expect(own.body.data?.usage.nodes.every((node) => node.userId === user.id)).toBe(true);
-      expect(own.body.data?.usage.nodes.length).toBeGreaterThan(0);
+      expect(own.body.data?.usage.edges.every((edge) => edge.node.userId === user.id)).toBe(true);
+      expect(own.body.data?.usage.edges.length).toBeGreaterThan(0);
       await expectStillServing(gateway);
     });
 
     it('a user subscribing to another user\'s usageUpdated → FORBIDDEN; the socket keeps serving', async () => {
       const socket = new RawSocket(gateway.server.wsUrl);
       try {
-        expect(await socket.init(`Bearer ${user.token}`)).toBe(true);
-        expectWsErrors(await socket.run('spy', SecurityUsageUpdatedDocument as TypedDocumentNode<unknown, never>, { userId: other.id }), 'FORBIDDEN');
-        const own = socket.run('own', SecurityUsageUpdatedDocument as TypedDocumentNode<unknown, never>, { userId: user.id });
+        expect(await socket.init(`Bearer ${user.token}`)).toBe('ack');
+        expectWsErrors(await socket.run('spy', UsageUpdatedDocument as TypedDocumentNode<unknown, never>, { userId: other.id }), 'FORBIDDEN');
+        const own = socket.run('own', UsageUpdatedDocument as TypedDocumentNode<unknown, never>, { userId: user.id });
         // The other user's chat must not reach this socket; the user's own does.
         await new Promise((resolve) => setTimeout(resolve, 100));
-        await post(gateway, SecurityChatDocument, { input: { messages: hi, maxTokens: 4 } }, { token: other.token });
-        await post(gateway, SecurityChatDocument, { input: { messages: hi, maxTokens: 4 } }, { token: user.token });
+        await postGraphQL(gateway.server.url, ChatDocument, { input: { messages: hi, maxTokens: 4 } }, { token: other.token });
+        await postGraphQL(gateway.server.url, ChatDocument, { input: { messages: hi, maxTokens: 4 } }, { token: user.token });
         const events = await own;
         expect(events.filter((message) => message.type === 'next').map((message) => message.type === 'next' && (message.payload.data as { usageUpdated: { userId: string } }).usageUpdated.userId)).toEqual([user.id]);
       } finally {
@@ -381,11 +371,11 @@ describe('hostile arguments', () => {
     });
 
     it('revoking another user\'s API key → FORBIDDEN, the key keeps working', async () => {
-      const { body: created } = await post(gateway, SecurityCreateApiKeyDocument, { name: 'victim-key' }, { token: other.token });
+      const { body: created } = await postGraphQL(gateway.server.url, CreateApiKeyDocument, { name: 'victim-key' }, { token: other.token });
       const key = created.data?.createApiKey;
-      const { body } = await post(gateway, 'mutation($id: ID!) { revokeApiKey(id: $id) }', { id: key?.apiKey.id }, { token: user.token });
+      const { body } = await postGraphQL(gateway.server.url, 'mutation($id: ID!) { revokeApiKey(id: $id) }', { id: key?.apiKey.id }, { token: user.token });
       expectErrors(body, 'FORBIDDEN');
-      const still = await post(gateway, SecurityApiKeysDocument, {}, { token: key?.secret });
+      const still = await postGraphQL(gateway.server.url, ApiKeysDocument, {}, { token: key?.secret });
       expect(still.body.errors).toBeUndefined();
     });
   });

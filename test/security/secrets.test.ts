@@ -1,20 +1,22 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import {
-  SecurityChangePasswordDocument,
-  SecurityChatDocument,
-  SecurityChatStreamDocument,
-  SecurityCreateApiKeyDocument,
-  SecurityCreateUserDocument,
-  SecurityLoginDocument,
-  SecurityLogoutDocument,
-  SecurityMeDocument,
-  SecurityRefreshDocument,
-  SecurityServerInfoDocument,
+  ChangePasswordDocument,
+  ChatDocument,
+  ChatStreamDocument,
+  CreateApiKeyDocument,
+  CreateUserDocument,
+  LoginDocument,
+  LogoutDocument,
+  MeDocument,
+  RefreshDocument,
+  ServerInfoDocument,
 } from '../generated/graphql';
 import { sql } from '../helpers/database';
-import { TEST_ADMIN, TEST_JWT_SECRET } from '../helpers/server';
-import { RawSocket, post, rawRequest, sleep, startLoggedGateway, type LoggedGateway, type RawResponse } from './support';
+import { TEST_JWT_SECRET } from '../helpers/server';
+import { postGraphQL, sleep, TEST_ADMIN } from '../helpers/client';
+import { RawSocket } from '../helpers/raw-socket';
+import { rawRequest, startLoggedGateway, type LoggedGateway, type RawResponse } from './support';
 
 const secretValue = (label: string): string => `${label}-${randomBytes(12).toString('hex')}`;
 const VLLM_KEY = secretValue('vllm-key');
@@ -94,7 +96,7 @@ describe('secrets and request ids in logs and answers', () => {
   ): Promise<TData | null> {
     let data: TData | null = null;
     await observed(what, async () => {
-      const { status, headers, body } = await post(gateway, document, variables, { token });
+      const { status, headers, body } = await postGraphQL(gateway.server.url, document, variables, { token });
       data = (body.data ?? null) as TData | null;
       return { status, headers, text: JSON.stringify(body) };
     }, allowed);
@@ -108,36 +110,36 @@ describe('secrets and request ids in logs and answers', () => {
     keep('the admin password', TEST_ADMIN.password);
 
     // Sign-in, user creation, refresh, API keys, chat through every door, failures of each.
-    const adminLogin = await graphql('admin login', SecurityLoginDocument, { email: TEST_ADMIN.email, password: TEST_ADMIN.password });
+    const adminLogin = await graphql('admin login', LoginDocument, { email: TEST_ADMIN.email, password: TEST_ADMIN.password });
     const admin = keep('the admin access token', adminLogin?.login.accessToken ?? '');
     keep('the admin refresh token', adminLogin?.login.refreshToken ?? '');
 
     const email = `secret-user-${randomBytes(4).toString('hex')}@example.test`;
     const password = keep('the user password', secretValue('pw'));
-    await graphql('createUser', SecurityCreateUserDocument, { input: { email, password, tokenLimit: 100_000 } }, admin);
-    await graphql('createUser with a weak password', SecurityCreateUserDocument, { input: { email: `weak-${email}`, password: keep('a weak password', 'Wk-9zq!xQ') } }, admin);
+    await graphql('createUser', CreateUserDocument, { input: { email, password, tokenLimit: 100_000 } }, admin);
+    await graphql('createUser with a weak password', CreateUserDocument, { input: { email: `weak-${email}`, password: keep('a weak password', 'Wk-9zq!xQ') } }, admin);
 
-    const login = await graphql('user login', SecurityLoginDocument, { email, password });
+    const login = await graphql('user login', LoginDocument, { email, password });
     const access1 = keep('the first access token', login?.login.accessToken ?? '');
     const refresh1 = keep('the first refresh token', login?.login.refreshToken ?? '');
-    const refreshed = await graphql('refresh', SecurityRefreshDocument, { refreshToken: refresh1 }, undefined, accessTokens());
+    const refreshed = await graphql('refresh', RefreshDocument, { refreshToken: refresh1 }, undefined, accessTokens());
     const access2 = keep('the refreshed access token', refreshed?.refresh.accessToken ?? '');
     const refresh2 = keep('the refreshed refresh token', refreshed?.refresh.refreshToken ?? '');
 
-    const created = await graphql('createApiKey', SecurityCreateApiKeyDocument, { name: 'secret-test' }, access2);
+    const created = await graphql('createApiKey', CreateApiKeyDocument, { name: 'secret-test' }, access2);
     const apiKey = keep('the API key', created?.createApiKey.secret ?? '');
 
     const wrong = keep('a wrong password', secretValue('wrong'));
-    await graphql('failed login (wrong password)', SecurityLoginDocument, { email, password: wrong });
-    await graphql('failed login (unknown email)', SecurityLoginDocument, { email: `nobody-${email}`, password: wrong });
-    await graphql('failed login (the password typed as the email)', SecurityLoginDocument, { email: password, password });
-    await graphql('me with the access token', SecurityMeDocument, {}, access2);
-    await graphql('me with the API key', SecurityMeDocument, {}, apiKey);
-    await graphql('me with a forged key', SecurityMeDocument, {}, keep('a forged API key', `sk-${randomBytes(32).toString('base64url')}`));
+    await graphql('failed login (wrong password)', LoginDocument, { email, password: wrong });
+    await graphql('failed login (unknown email)', LoginDocument, { email: `nobody-${email}`, password: wrong });
+    await graphql('failed login (the password typed as the email)', LoginDocument, { email: password, password });
+    await graphql('me with the access token', MeDocument, {}, access2);
+    await graphql('me with the API key', MeDocument, {}, apiKey);
+    await graphql('me with a forged key', MeDocument, {}, keep('a forged API key', `sk-${randomBytes(32).toString('base64url')}`));
 
-    const chat = await graphql('chat (GraphQL, access token)', SecurityChatDocument, { input: { messages: [{ role: 'USER', content: 'hello there' }], maxTokens: 8 } }, access2);
+    const chat = await graphql('chat (GraphQL, access token)', ChatDocument, { input: { messages: [{ role: 'USER', content: 'hello there' }], maxTokens: 8 } }, access2);
     expect(chat?.chat.usage.totalTokens).toBeGreaterThan(0);
-    await graphql('chat (GraphQL, API key)', SecurityChatDocument, { input: { messages: [{ role: 'USER', content: 'hello again' }], maxTokens: 8 } }, apiKey);
+    await graphql('chat (GraphQL, API key)', ChatDocument, { input: { messages: [{ role: 'USER', content: 'hello again' }], maxTokens: 8 } }, apiKey);
     const openai = await observed('chat (OpenAI-compatible, API key)', () =>
       rawRequest(`${gateway.server.origin}/v1/chat/completions`, {
         headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
@@ -149,16 +151,16 @@ describe('secrets and request ids in logs and answers', () => {
 
     gateway.simulator.setFault('fail-before');
     try {
-      await graphql('chat with the upstream failing', SecurityChatDocument, { input: { messages: [{ role: 'USER', content: 'fail' }], maxTokens: 8 } }, access2);
+      await graphql('chat with the upstream failing', ChatDocument, { input: { messages: [{ role: 'USER', content: 'fail' }], maxTokens: 8 } }, access2);
     } finally {
       gateway.simulator.setFault(null);
     }
 
     const socket = new RawSocket(gateway.server.wsUrl);
     try {
-      expect(await socket.init(`Bearer ${apiKey}`)).toBe(true);
-      await socket.run('s', SecurityChatStreamDocument as TypedDocumentNode<unknown, never>, { input: { messages: [{ role: 'USER', content: 'stream' }], maxTokens: 8 } }, 100);
-      checkAnswer('chatStream over the socket', JSON.stringify(socket.received));
+      expect(await socket.init(`Bearer ${apiKey}`)).toBe('ack');
+      await socket.run('s', ChatStreamDocument as TypedDocumentNode<unknown, never>, { input: { messages: [{ role: 'USER', content: 'stream' }], maxTokens: 8 } }, 100);
+      checkAnswer('chatStream over the socket', JSON.stringify(socket.messages));
     } finally {
       socket.close();
     }
@@ -167,11 +169,11 @@ describe('secrets and request ids in logs and answers', () => {
     gateway.simulator.setFault('fail-before');
     const failing = new RawSocket(gateway.server.wsUrl);
     try {
-      expect(await failing.init(`Bearer ${access2}`)).toBe(true);
+      expect(await failing.init(`Bearer ${access2}`)).toBe('ack');
       socketStart = gateway.logs.raw.length;
-      await failing.run('f', SecurityChatStreamDocument as TypedDocumentNode<unknown, never>, { input: { messages: [{ role: 'USER', content: 'fail' }], maxTokens: 8 } }, 100);
+      await failing.run('f', ChatStreamDocument as TypedDocumentNode<unknown, never>, { input: { messages: [{ role: 'USER', content: 'fail' }], maxTokens: 8 } }, 100);
       socketEnd = gateway.logs.raw.length;
-      checkAnswer('chatStream over the socket, upstream failing', JSON.stringify(failing.received));
+      checkAnswer('chatStream over the socket, upstream failing', JSON.stringify(failing.messages));
     } finally {
       failing.close();
       gateway.simulator.setFault(null);
@@ -179,7 +181,7 @@ describe('secrets and request ids in logs and answers', () => {
 
     // A database failure while a secret is a query parameter: the error is logged, the secret
     // (its hash is what the query holds) is not, and the answer says nothing of SQL.
-    const session = await graphql('login for the database failure', SecurityLoginDocument, { email, password }, undefined, accessTokens());
+    const session = await graphql('login for the database failure', LoginDocument, { email, password }, undefined, accessTokens());
     const refresh3 = keep('the refresh token of the failing refresh', session?.login.refreshToken ?? '');
     // The failing statement holds the token's hash as a parameter: that stays out of the logs too.
     keep('the hash of that refresh token', createHash('sha256').update(refresh3).digest('hex'));
@@ -187,7 +189,7 @@ describe('secrets and request ids in logs and answers', () => {
     await sql(gateway.databaseUrl, 'alter table refresh_sessions rename to refresh_sessions_hidden');
     try {
       await observed('refresh while the database fails', async () => {
-        const { status, headers, body } = await post(gateway, SecurityRefreshDocument, { refreshToken: refresh3 });
+        const { status, headers, body } = await postGraphQL(gateway.server.url, RefreshDocument, { refreshToken: refresh3 });
         expect(body.errors?.map((error) => [error.extensions?.code, error.message])).toEqual([['INTERNAL_SERVER_ERROR', 'Internal server error.']]);
         return { status, headers, text: JSON.stringify(body) };
       });
@@ -195,13 +197,13 @@ describe('secrets and request ids in logs and answers', () => {
       await sql(gateway.databaseUrl, 'alter table refresh_sessions_hidden rename to refresh_sessions');
     }
 
-    await graphql('refresh with a used refresh token (reuse)', SecurityRefreshDocument, { refreshToken: refresh1 });
-    await graphql('logout', SecurityLogoutDocument, { refreshToken: refresh2 });
+    await graphql('refresh with a used refresh token (reuse)', RefreshDocument, { refreshToken: refresh1 });
+    await graphql('logout', LogoutDocument, { refreshToken: refresh2 });
     const newPassword = keep('the new password', secretValue('new-pw'));
-    await graphql('changePassword with a wrong current password', SecurityChangePasswordDocument, { currentPassword: wrong, newPassword }, access1);
-    await graphql('changePassword', SecurityChangePasswordDocument, { currentPassword: password, newPassword }, access1);
-    await graphql('login with the new password', SecurityLoginDocument, { email, password: newPassword }, undefined, accessTokens());
-    await graphql('serverInfo', SecurityServerInfoDocument);
+    await graphql('changePassword with a wrong current password', ChangePasswordDocument, { currentPassword: wrong, newPassword }, access1);
+    await graphql('changePassword', ChangePasswordDocument, { currentPassword: password, newPassword }, access1);
+    await graphql('login with the new password', LoginDocument, { email, password: newPassword }, undefined, accessTokens());
+    await graphql('serverInfo', ServerInfoDocument);
     // Let background work (usage events, notifications) log whatever it logs.
     await sleep(200);
   });

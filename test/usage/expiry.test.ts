@@ -1,6 +1,8 @@
-import { MeterLoginDocument } from '../generated/graphql';
+import { LoginDocument } from '../generated/graphql';
 import { startTestGateway, type TestGateway } from '../helpers/server';
-import { adminLogin, chat, createUser, PASSWORD, RawSocket, sleep, until, WsClient } from './support';
+import { chat, createUser, signInAdmin, sleep, until, WsClient } from '../helpers/client';
+import { RawSocket } from '../helpers/raw-socket';
+import { requestIds, usageFeed } from './support';
 
 /** The shortest TTL the configuration allows: this file waits for one token to run out. */
 const TTL_SECONDS = 10;
@@ -23,17 +25,17 @@ describe('WebSocket and access token expiry', () => {
   });
 
   it('closes the socket (4401) when its access token expires, and refuses the token afterwards (4403)', async () => {
-    const admin = await adminLogin(gateway);
+    const admin = (await signInAdmin(gateway)).token;
     const user = await createUser(gateway, admin);
-    const signedIn = await gateway.gql(MeterLoginDocument, { email: user.email, password: PASSWORD });
+    const signedIn = await gateway.gql(LoginDocument, { email: user.email, password: user.password });
     const token = signedIn.data?.login.accessToken;
     const expiresAt = Date.parse(signedIn.data?.login.expiresAt ?? '');
     if (token === undefined || Number.isNaN(expiresAt)) throw new Error(`login failed: ${JSON.stringify(signedIn.errors)}`);
     expect(expiresAt - Date.now()).toBeGreaterThan((TTL_SECONDS - 2) * 1000);
 
-    const client = WsClient.bearer(gateway, token);
+    const client = gateway.ws(token);
     clients.push(client);
-    const feed = client.usage();
+    const feed = usageFeed(client);
     const socket = await RawSocket.connect(gateway.server.wsUrl);
     raws.push(socket);
     expect(await socket.init(`Bearer ${token}`)).toBe('ack');
@@ -43,7 +45,7 @@ describe('WebSocket and access token expiry', () => {
     // Working until then.
     const requestId = await chat(gateway, token);
     await until(() => feed.events.length === 1, 5_000, 'the event before expiry');
-    expect(feed.requestIds()).toEqual([requestId]);
+    expect(requestIds(feed)).toEqual([requestId]);
 
     const closed = await socket.closedWithin(expiresAt - Date.now() + 3_000);
     const closedAt = Date.now();

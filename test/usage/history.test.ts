@@ -1,9 +1,9 @@
-import { MeterHistoryDocument, MeterSummaryDocument, type MeterHistoryQuery, type MeterHistoryQueryVariables } from '../generated/graphql';
+import { UsageHistoryDocument, UsageSummaryDocument, type UsageHistoryQuery, type UsageHistoryQueryVariables } from '../generated/graphql';
 import { createTestDatabase, sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { adminLogin, chat, codeOf, createUser, type TestUser } from './support';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { chat, codeOf, createUser, type SignedIn } from '../helpers/client';
 
-type Node = MeterHistoryQuery['usage']['edges'][number]['node'];
+type Node = UsageHistoryQuery['usage']['edges'][number]['node'];
 
 interface Seed {
   at: string;
@@ -44,19 +44,19 @@ async function insertRecords(databaseUrl: string, userId: string, rows: Seed[]):
 describe('usage history and summary', () => {
   let gateway: TestGateway;
   let admin: string;
-  let alice: TestUser;
-  let bob: TestUser;
+  let alice: SignedIn;
+  let bob: SignedIn;
   const aliceSeeds = seeds();
 
   /** Every page of `usage`, following endCursor. */
-  const walk = async (token: string, variables: MeterHistoryQueryVariables): Promise<{ nodes: Node[]; pages: number[] }> => {
+  const walk = async (token: string, variables: UsageHistoryQueryVariables): Promise<{ nodes: Node[]; pages: number[] }> => {
     const nodes: Node[] = [];
     const pages: number[] = [];
     let after: string | null = null;
     for (let page = 0; page < 100; page += 1) {
-      const result: { data?: MeterHistoryQuery | null; errors?: unknown } = await gateway.gql(MeterHistoryDocument, { ...variables, after }, token);
+      const result: { data?: UsageHistoryQuery | null; errors?: unknown } = await gateway.gql(UsageHistoryDocument, { ...variables, after }, token);
       if (result.data == null) throw new Error(`usage failed: ${JSON.stringify(result.errors)}`);
-      const connection: MeterHistoryQuery['usage'] = result.data.usage;
+      const connection: UsageHistoryQuery['usage'] = result.data.usage;
       nodes.push(...connection.edges.map((edge) => edge.node));
       pages.push(connection.edges.length);
       if (!connection.pageInfo.hasNextPage) return { nodes, pages };
@@ -82,8 +82,7 @@ describe('usage history and summary', () => {
     const databaseUrl = await createTestDatabase();
     const name = new URL(databaseUrl).pathname.slice(1);
     await sql(databaseUrl, `alter database ${name} set timezone to 'Pacific/Kiritimati'`);
-    gateway = await startTestGateway({ databaseUrl, simulator: { timeToFirstTokenMs: 0, interTokenLatencyMs: 0 } });
-    admin = await adminLogin(gateway);
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({ databaseUrl, simulator: { timeToFirstTokenMs: 0, interTokenLatencyMs: 0 } }));
     alice = await createUser(gateway, admin);
     bob = await createUser(gateway, admin);
     await insertRecords(gateway.databaseUrl, alice.id, aliceSeeds);
@@ -108,7 +107,7 @@ describe('usage history and summary', () => {
     const even = await walk(alice.token, { first: 31 });
     expect(even.pages).toEqual([31]);
     // Nobody else's records, and an empty history is one empty page.
-    const empty = await gateway.gql(MeterHistoryDocument, {}, bob.token);
+    const empty = await gateway.gql(UsageHistoryDocument, {}, bob.token);
     expect(empty.data?.usage).toEqual({ edges: [], pageInfo: { hasNextPage: false, endCursor: null } });
   });
 
@@ -128,16 +127,16 @@ describe('usage history and summary', () => {
   });
 
   it("refuses another user's history to a USER (FORBIDDEN) and gives it to an ADMIN", async () => {
-    const asBob = await gateway.gql(MeterHistoryDocument, { userId: alice.id }, bob.token);
+    const asBob = await gateway.gql(UsageHistoryDocument, { userId: alice.id }, bob.token);
     expect(codeOf(asBob.errors)).toBe('FORBIDDEN');
     expect(asBob.data).toBeNull();
-    const summaryAsBob = await gateway.gql(MeterSummaryDocument, { userId: alice.id, groupBy: 'MODEL' }, bob.token);
+    const summaryAsBob = await gateway.gql(UsageSummaryDocument, { userId: alice.id, groupBy: 'MODEL' }, bob.token);
     expect(codeOf(summaryAsBob.errors)).toBe('FORBIDDEN');
 
     const asAdmin = await walk(admin, { userId: alice.id, first: 500 });
     expect(asAdmin.nodes.map((node) => node.id)).toEqual(await truth(alice.id));
     // Asking for yourself by id is fine for anyone.
-    const own = await gateway.gql(MeterHistoryDocument, { userId: bob.id }, bob.token);
+    const own = await gateway.gql(UsageHistoryDocument, { userId: bob.id }, bob.token);
     expect(own.errors).toBeUndefined();
   });
 
@@ -149,14 +148,14 @@ describe('usage history and summary', () => {
       Buffer.from('{"a":1}').toString('base64url'),
     ];
     for (const after of shapes) {
-      const result = await gateway.gql(MeterHistoryDocument, { after }, alice.token);
+      const result = await gateway.gql(UsageHistoryDocument, { after }, alice.token);
       expect({ after, code: codeOf(result.errors) }).toEqual({ after, code: 'BAD_USER_INPUT' });
     }
     for (const first of [-1, 501]) {
-      const result = await gateway.gql(MeterHistoryDocument, { first }, alice.token);
+      const result = await gateway.gql(UsageHistoryDocument, { first }, alice.token);
       expect({ first, code: codeOf(result.errors) }).toEqual({ first, code: 'BAD_USER_INPUT' });
     }
-    const backwards = await gateway.gql(MeterHistoryDocument, { from: '2026-03-02T00:00:00Z', to: '2026-03-01T00:00:00Z' }, alice.token);
+    const backwards = await gateway.gql(UsageHistoryDocument, { from: '2026-03-02T00:00:00Z', to: '2026-03-01T00:00:00Z' }, alice.token);
     expect(codeOf(backwards.errors)).toBe('BAD_USER_INPUT');
   });
 
@@ -170,7 +169,7 @@ describe('usage history and summary', () => {
       chargedTokens: rows.reduce((sum, row) => sum + row.p + row.c, 0),
     });
 
-    const byDay = await gateway.gql(MeterSummaryDocument, { ...range, groupBy: 'DAY' }, alice.token);
+    const byDay = await gateway.gql(UsageSummaryDocument, { ...range, groupBy: 'DAY' }, alice.token);
     expect(byDay.errors).toBeUndefined();
     const days = ['2026-03-01', '2026-03-02'];
     expect(byDay.data?.usageSummary).toEqual(
@@ -184,14 +183,14 @@ describe('usage history and summary', () => {
     // The microsecond before midnight and midnight itself land on their own days.
     expect(aliceSeeds.filter((seed) => seed.at.startsWith('2026-03-01'))).toHaveLength(18);
 
-    const byModel = await gateway.gql(MeterSummaryDocument, { ...range, groupBy: 'MODEL' }, alice.token);
+    const byModel = await gateway.gql(UsageSummaryDocument, { ...range, groupBy: 'MODEL' }, alice.token);
     expect(byModel.data?.usageSummary).toEqual(
       [...MODELS].sort().map((model) => ({ key: model, day: null, model, ...totals(aliceSeeds.filter((seed) => seed.model === model)) })),
     );
 
     // A range narrows the buckets; an admin sees the same for the user.
     const narrow = { from: '2026-03-02T00:00:00.000Z', to: '2026-03-02T01:00:00.000Z' };
-    const narrowed = await gateway.gql(MeterSummaryDocument, { ...narrow, userId: alice.id, groupBy: 'DAY' }, admin);
+    const narrowed = await gateway.gql(UsageSummaryDocument, { ...narrow, userId: alice.id, groupBy: 'DAY' }, admin);
     expect(narrowed.data?.usageSummary).toEqual([
       {
         key: '2026-03-02',

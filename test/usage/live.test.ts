@@ -1,6 +1,7 @@
-import { MeterCreateApiKeyDocument, MeterUpdateUserDocument } from '../generated/graphql';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { adminLogin, busSubscribers, chat, codeOf, createUser, meUsage, sleep, until, WsClient, type LiveFeed, type TestUser } from './support';
+import { CreateApiKeyDocument, UpdateUserDocument } from '../generated/graphql';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { chat, codeOf, createUser, sleep, until, usageOf, WsClient, type Feed, type SignedIn } from '../helpers/client';
+import { busSubscribers, requestIds, usageFeed, type UsageEventData } from './support';
 
 /** Subscriptions register on the server shortly after `subscribe` is sent. */
 const SETTLE_MS = 250;
@@ -8,12 +9,12 @@ const SETTLE_MS = 250;
 describe('usageUpdated on one gateway', () => {
   let gateway: TestGateway;
   let admin: string;
-  let alice: TestUser;
-  let bob: TestUser;
+  let alice: SignedIn;
+  let bob: SignedIn;
   const clients: WsClient[] = [];
 
   const connect = (token: string): WsClient => {
-    const client = WsClient.bearer(gateway, token);
+    const client = gateway.ws(token);
     clients.push(client);
     return client;
   };
@@ -23,8 +24,7 @@ describe('usageUpdated on one gateway', () => {
   };
 
   beforeAll(async () => {
-    gateway = await startTestGateway({ simulator: { timeToFirstTokenMs: 0, interTokenLatencyMs: 0 } });
-    admin = await adminLogin(gateway);
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({ simulator: { timeToFirstTokenMs: 0, interTokenLatencyMs: 0 } }));
     alice = await createUser(gateway, admin, { tokenLimit: 50_000 });
     bob = await createUser(gateway, admin, { tokenLimit: null });
   });
@@ -35,10 +35,10 @@ describe('usageUpdated on one gateway', () => {
 
   it('gives a user exactly their own events, one per settled chat, with used and remaining as me.usage reads afterwards', async () => {
     const aliceClient = connect(alice.token);
-    const aliceFeed = aliceClient.usage();
-    const aliceExplicit = aliceClient.usage(alice.id);
+    const aliceFeed = usageFeed(aliceClient);
+    const aliceExplicit = usageFeed(aliceClient, alice.id);
     const bobClient = connect(bob.token);
-    const bobFeed = bobClient.usage();
+    const bobFeed = usageFeed(bobClient);
     await ready({ client: aliceClient }, { client: bobClient });
 
     const aliceRequests: string[] = [];
@@ -47,21 +47,21 @@ describe('usageUpdated on one gateway', () => {
       aliceRequests.push(requestId);
       await until(() => aliceFeed.events.length === i + 1, 5_000, `alice's event ${i + 1}`);
       const event = aliceFeed.events[i];
-      const usage = await meUsage(gateway, alice.token);
+      const usage = await usageOf(gateway, alice.token);
       expect(event).toMatchObject({ requestId, userId: alice.id, used: usage.used, remaining: usage.remaining });
       expect(event.totalTokens).toBe(event.promptTokens + event.completionTokens);
       expect(event.remaining).toBe(50_000 - usage.used);
     }
     const bobRequest = await chat(gateway, bob.token);
     await until(() => bobFeed.events.length === 1, 5_000, "bob's event");
-    const bobUsage = await meUsage(gateway, bob.token);
+    const bobUsage = await usageOf(gateway, bob.token);
     expect(bobFeed.events[0]).toMatchObject({ requestId: bobRequest, userId: bob.id, used: bobUsage.used, remaining: null });
 
     await sleep(300); // anything stray or doubled would arrive by now
-    expect(aliceFeed.requestIds()).toEqual(aliceRequests);
-    expect(aliceExplicit.requestIds()).toEqual(aliceRequests);
-    expect(bobFeed.requestIds()).toEqual([bobRequest]);
-    expect([aliceFeed, aliceExplicit, bobFeed].map((feed) => feed.errors)).toEqual([undefined, undefined, undefined]);
+    expect(requestIds(aliceFeed)).toEqual(aliceRequests);
+    expect(requestIds(aliceExplicit)).toEqual(aliceRequests);
+    expect(requestIds(bobFeed)).toEqual([bobRequest]);
+    expect([aliceFeed, aliceExplicit, bobFeed].map((feed) => feed.error)).toEqual([null, null, null]);
     // `used` grows by exactly each request's tokens.
     const used = aliceFeed.events.map((event) => event.used);
     for (let i = 1; i < used.length; i += 1) expect(used[i] - used[i - 1]).toBe(aliceFeed.events[i].totalTokens);
@@ -69,24 +69,24 @@ describe('usageUpdated on one gateway', () => {
 
   it("refuses a user asking for someone else's events with FORBIDDEN", async () => {
     const client = connect(alice.token);
-    const feed = client.usage(bob.id);
+    const feed = usageFeed(client, bob.id);
     await until(() => feed.ended, 5_000, 'the refusal');
-    expect(codeOf(feed.errors)).toBe('FORBIDDEN');
+    expect(codeOf(feed.error)).toBe('FORBIDDEN');
     // The connection itself stays usable for what is allowed.
-    const own = client.usage();
+    const own = usageFeed(client);
     await sleep(SETTLE_MS);
     await chat(gateway, bob.token);
     const mine = await chat(gateway, alice.token);
     await until(() => own.events.length === 1, 5_000, "alice's own event");
     await sleep(200);
-    expect(own.requestIds()).toEqual([mine]);
+    expect(requestIds(own)).toEqual([mine]);
     expect(feed.events).toEqual([]);
   });
 
   it("gives an admin one user's events with userId, and everyone's without", async () => {
     const client = connect(admin);
-    const aliceOnly = client.usage(alice.id);
-    const everyone = client.usage();
+    const aliceOnly = usageFeed(client, alice.id);
+    const everyone = usageFeed(client);
     await ready({ client });
 
     const expectedAll: string[] = [];
@@ -103,60 +103,66 @@ describe('usageUpdated on one gateway', () => {
     }
     await until(() => everyone.events.length >= expectedAll.length && aliceOnly.events.length >= expectedAlice.length, 5_000, 'admin feeds');
     await sleep(300);
-    expect(everyone.requestIds().sort()).toEqual([...expectedAll].sort());
-    expect(aliceOnly.requestIds().sort()).toEqual([...expectedAlice].sort());
+    expect(requestIds(everyone).sort()).toEqual([...expectedAll].sort());
+    expect(requestIds(aliceOnly).sort()).toEqual([...expectedAlice].sort());
     expect(new Set(aliceOnly.events.map((event) => event.userId))).toEqual(new Set([alice.id]));
   });
 
   it('takes the everyone-feed away at once from an admin demoted to USER (access token: socket closed)', async () => {
     const second = await createUser(gateway, admin, { role: 'ADMIN' });
     const client = connect(second.token);
-    const feed: LiveFeed = client.usage();
+    const feed: Feed<UsageEventData> = usageFeed(client);
     await ready({ client });
     const before = await chat(gateway, alice.token);
     await until(() => feed.events.length === 1, 5_000, 'the first event');
-    expect(feed.requestIds()).toEqual([before]);
+    expect(requestIds(feed)).toEqual([before]);
 
-    const demoted = await gateway.gql(MeterUpdateUserDocument, { id: second.id, input: { role: 'USER' } }, admin);
+    const demoted = await gateway.gql(UpdateUserDocument, { id: second.id, input: { role: 'USER' } }, admin);
     expect(demoted.data?.updateUser.role).toBe('USER');
     const started = Date.now();
     await until(() => feed.ended, 2_000, 'the feed of the demoted admin to end');
     expect(Date.now() - started).toBeLessThan(2_000);
-    // Closed as revoked credentials (4403), or the subscription refused the next delivery.
-    expect(client.closeCode === 4403 || codeOf(feed.errors) === 'FORBIDDEN').toBe(true);
+    // The role change ends the access token (its tokenVersion is stale): the server re-checks
+    // the user's sockets and closes this one as revoked, before any further event.
+    expect(client.closeCode).toBe(4403);
 
     await chat(gateway, bob.token);
     await sleep(300);
-    expect(feed.requestIds()).toEqual([before]);
+    expect(requestIds(feed)).toEqual([before]);
   });
 
   it('refuses the next delivery to an admin demoted to USER whose socket holds an API key (still valid after the demotion)', async () => {
     const third = await createUser(gateway, admin, { role: 'ADMIN' });
-    const key = await gateway.gql(MeterCreateApiKeyDocument, { name: 'watcher' }, third.token);
+    const key = await gateway.gql(CreateApiKeyDocument, { name: 'watcher' }, third.token);
     const secret = key.data?.createApiKey.secret;
     if (secret === undefined) throw new Error(`createApiKey failed: ${JSON.stringify(key.errors)}`);
     const client = new WsClient(gateway.server.wsUrl, `Bearer ${secret}`);
     clients.push(client);
-    const feed = client.usage();
+    const feed = usageFeed(client);
     await ready({ client });
     const before = await chat(gateway, bob.token);
     await until(() => feed.events.length === 1, 5_000, 'the first event');
 
-    await gateway.gql(MeterUpdateUserDocument, { id: third.id, input: { role: 'USER' } }, admin);
+    await gateway.gql(UpdateUserDocument, { id: third.id, input: { role: 'USER' } }, admin);
     await sleep(300); // the credentials-changed notification has been handled by now
     const after = await chat(gateway, bob.token);
     await until(() => feed.ended, 2_000, 'the feed of the demoted admin to end');
-    expect(client.closeCode === 4403 || codeOf(feed.errors) === 'FORBIDDEN').toBe(true);
-    expect(feed.requestIds()).toEqual([before]);
-    expect(feed.requestIds()).not.toContain(after);
+    // An API key outlives the demotion, so the socket stays open: the subscription itself
+    // refuses the next event, now that its viewer is no admin.
+    expect(codeOf(feed.error)).toBe('FORBIDDEN');
+    // The lazy graphql-ws client then closes its idle socket itself (1000), not the server (4403).
+    await until(() => client.closeCode !== null, 2_000, 'the idle client to close its socket');
+    expect(client.closeCode).toBe(1000);
+    expect(requestIds(feed)).toEqual([before]);
+    expect(requestIds(feed)).not.toContain(after);
   });
 
   it('leaves no bus subscription behind: unsubscribed, refused, closed by the server or by the client', async () => {
     // Every earlier test's clients were disposed after it; the demoted admins' were closed by the server.
     await until(() => busSubscribers(gateway) === 0, 2_000, 'the bus to have no subscribers');
     const client = connect(alice.token);
-    const kept = client.usage();
-    const dropped = client.usage();
+    const kept = usageFeed(client);
+    const dropped = usageFeed(client);
     await ready({ client });
     expect(busSubscribers(gateway)).toBe(2);
     dropped.unsubscribe();

@@ -4,7 +4,7 @@ import pino from 'pino';
 import { PgNotifications, type Topic } from '../../src/db/notifications';
 import { USAGE_CHANNEL } from '../../src/usage/usage-wire';
 import { createTestDatabase } from '../helpers/database';
-import { sleep, until } from './support';
+import { sleep, until } from '../helpers/client';
 
 /**
  * A TCP proxy in front of PostgreSQL that a test can cut, hold (new connections wait) or shut

@@ -1,6 +1,8 @@
 import { sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { adminLogin, chat, createUser, RawSocket, sleep, until, WsClient, type LiveFeed } from './support';
+import { startWithAdmin, type TestGateway } from '../helpers/server';
+import { chat, createUser, sleep, until, type Feed, type WsClient } from '../helpers/client';
+import { RawSocket } from '../helpers/raw-socket';
+import { requestIds, usageFeed, type UsageEventData } from './support';
 
 /** The listening connection of the gateway: the backend whose last statement was a LISTEN. */
 async function listeners(databaseUrl: string): Promise<number[]> {
@@ -20,18 +22,17 @@ describe('usageUpdated across a lost database connection', () => {
   let admin: string;
   const clients: WsClient[] = [];
 
-  const subscribe = async (token: string): Promise<{ client: WsClient; feed: LiveFeed }> => {
-    const client = WsClient.bearer(gateway, token);
+  const subscribe = async (token: string): Promise<{ client: WsClient; feed: Feed<UsageEventData> }> => {
+    const client = gateway.ws(token);
     clients.push(client);
-    const feed = client.usage();
+    const feed = usageFeed(client);
     await until(() => client.acknowledged, 5_000, 'connection_ack');
     await sleep(250);
     return { client, feed };
   };
 
   beforeAll(async () => {
-    gateway = await startTestGateway({ simulator: { timeToFirstTokenMs: 0, interTokenLatencyMs: 0 } });
-    admin = await adminLogin(gateway);
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({ simulator: { timeToFirstTokenMs: 0, interTokenLatencyMs: 0 } }));
   });
   let restore: (() => void) | null = null;
   afterEach(async () => {
@@ -57,8 +58,8 @@ describe('usageUpdated across a lost database connection', () => {
     const after = await chat(gateway, user.token);
     await until(() => feed.events.length === 2, 5_000, 'the event after the reconnection');
     await sleep(200);
-    expect(feed.requestIds()).toEqual([before, after]);
-    expect(feed.errors).toBeUndefined();
+    expect(requestIds(feed)).toEqual([before, after]);
+    expect(feed.error).toBeNull();
     expect(client.closeCode).toBeNull();
     expect(gapMs).toBeLessThan(5_000);
   });
@@ -98,6 +99,6 @@ describe('usageUpdated across a lost database connection', () => {
       'a chat to succeed again',
     );
     await until(() => feed.events.length === 1, 5_000, 'the event after the restart');
-    expect(feed.requestIds()).toEqual([requestId]);
+    expect(requestIds(feed)).toEqual([requestId]);
   });
 });

@@ -1,17 +1,14 @@
 import { Client } from 'pg';
-import { MeterChangePasswordDocument, MeterCreateApiKeyDocument, MeterRevokeApiKeyDocument, MeterUpdateUserDocument } from '../generated/graphql';
+import { ChangePasswordDocument, CreateApiKeyDocument, RevokeApiKeyDocument, UpdateUserDocument } from '../generated/graphql';
 import { sql } from '../helpers/database';
-import { startTestGateway, type TestGateway } from '../helpers/server';
-import { adminLogin, chat, codeOf, createUser, PASSWORD, postRaw, RawSocket, reasonOf, sleep, until, WsClient, type ProtocolMessage } from './support';
+import { startTestGateway, startWithAdmin, type TestGateway } from '../helpers/server';
+import { chat, codeOf, createUser, extensionsOf, postGraphQL, signInAdmin, sleep, until, WsClient } from '../helpers/client';
+import { RawSocket, wsErrors } from '../helpers/raw-socket';
+import { requestIds, usageFeed } from './support';
 
 const INIT_WAIT_MS = 300;
 const MAX_MESSAGE_BYTES = 4096;
 const MAX_BODY_BYTES = 4096;
-
-function errorsOf(message: ProtocolMessage): unknown {
-  if (message.type === 'error') return message.payload;
-  return (message.payload as { errors?: unknown } | undefined)?.errors;
-}
 
 describe('WebSocket life cycle', () => {
   let gateway: TestGateway;
@@ -37,7 +34,7 @@ describe('WebSocket life cycle', () => {
   };
 
   beforeAll(async () => {
-    gateway = await startTestGateway({
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({
       simulator: { timeToFirstTokenMs: 0, interTokenLatencyMs: 0 },
       env: {
         WS_CONNECTION_INIT_WAIT_MS: String(INIT_WAIT_MS),
@@ -45,8 +42,7 @@ describe('WebSocket life cycle', () => {
         WS_MAX_MESSAGE_BYTES: String(MAX_MESSAGE_BYTES),
         HTTP_MAX_BODY_BYTES: String(MAX_BODY_BYTES),
       },
-    });
-    admin = await adminLogin(gateway);
+    }));
   });
   const cleanups: (() => void)[] = [];
   const afterThis = (cleanup: () => void): void => {
@@ -86,7 +82,7 @@ describe('WebSocket life cycle', () => {
     const user = await createUser(gateway, admin);
     const socket = await raw();
     expect(await socket.init(`Bearer ${user.token}`)).toBe('ack');
-    await gateway.gql(MeterUpdateUserDocument, { id: user.id, input: { disabled: true } }, admin);
+    await gateway.gql(UpdateUserDocument, { id: user.id, input: { disabled: true } }, admin);
     const { code, ms } = await closing(socket, 2_000);
     expect(code).toBe(4403);
     expect(ms).toBeLessThan(2_000);
@@ -96,7 +92,7 @@ describe('WebSocket life cycle', () => {
     const user = await createUser(gateway, admin);
     const socket = await raw();
     expect(await socket.init(`Bearer ${user.token}`)).toBe('ack');
-    const changed = await gateway.gql(MeterChangePasswordDocument, { currentPassword: PASSWORD, newPassword: 'another-password-456' }, user.token);
+    const changed = await gateway.gql(ChangePasswordDocument, { currentPassword: user.password, newPassword: 'another-password-456' }, user.token);
     expect(changed.data?.changePassword).toBe(true);
     const { code } = await closing(socket, 2_000);
     expect(code).toBe(4403);
@@ -107,7 +103,7 @@ describe('WebSocket life cycle', () => {
 
   it('closes the socket of a revoked API key promptly (4403), and only that one', async () => {
     const user = await createUser(gateway, admin);
-    const created = await gateway.gql(MeterCreateApiKeyDocument, { name: 'socket key' }, user.token);
+    const created = await gateway.gql(CreateApiKeyDocument, { name: 'socket key' }, user.token);
     const key = created.data?.createApiKey;
     if (key == null) throw new Error(`createApiKey failed: ${JSON.stringify(created.errors)}`);
     const viaKey = await raw();
@@ -115,13 +111,13 @@ describe('WebSocket life cycle', () => {
     const viaToken = await raw();
     expect(await viaToken.init(`Bearer ${user.token}`)).toBe('ack');
 
-    const revoked = await gateway.gql(MeterRevokeApiKeyDocument, { id: key.apiKey.id }, user.token);
+    const revoked = await gateway.gql(RevokeApiKeyDocument, { id: key.apiKey.id }, user.token);
     expect(revoked.data?.revokeApiKey).toBe(true);
     const { code } = await closing(viaKey, 2_000);
     expect(code).toBe(4403);
     await sleep(200);
     expect(viaToken.closeCode).toBeNull();
-    viaToken.subscribe('q', '{ me { id } }');
+    await viaToken.subscribe('q', '{ me { id } }');
     expect(await viaToken.answer('q')).toMatchObject({ type: 'next', payload: { data: { me: { id: user.id } } } });
   });
 
@@ -148,7 +144,7 @@ describe('WebSocket life cycle', () => {
   it('does not count sockets that closed while their connection_init was being checked', async () => {
     const user = await createUser(gateway, admin);
     // Forget the cached credentials, so authentication has to read the users table ...
-    await gateway.gql(MeterUpdateUserDocument, { id: user.id, input: { tokenLimit: 123_456 } }, admin);
+    await gateway.gql(UpdateUserDocument, { id: user.id, input: { tokenLimit: 123_456 } }, admin);
     // ... and hold that read until the sockets are gone.
     const lock = new Client({ connectionString: gateway.databaseUrl });
     await lock.connect();
@@ -157,7 +153,7 @@ describe('WebSocket life cycle', () => {
       await lock.query('lock table users in access exclusive mode');
       for (let i = 0; i < 3; i += 1) {
         const socket = await raw();
-        socket.send({ type: 'connection_init', payload: { authorization: `Bearer ${user.token}` } });
+        await socket.send({ type: 'connection_init', payload: { authorization: `Bearer ${user.token}` } });
         await sleep(50);
         socket.close();
         await socket.closed;
@@ -193,11 +189,11 @@ describe('WebSocket life cycle', () => {
     const messageOf = (errors: unknown): string | undefined => (Array.isArray(errors) ? (errors[0] as { message?: string }).message : undefined);
     const httpAnswers: Record<string, unknown> = {};
     for (const [name, query] of Object.entries(documents)) {
-      const http = await postRaw(gateway, query, user.token);
-      httpAnswers[name] = { code: codeOf(http.body.errors), reason: reasonOf(http.body.errors), message: messageOf(http.body.errors) };
-      socket.subscribe(name, query);
-      const errors = errorsOf(await socket.answer(name));
-      expect({ name, ...{ code: codeOf(errors), reason: reasonOf(errors), message: messageOf(errors) } }).toEqual({ name, ...(httpAnswers[name] as object) });
+      const http = await postGraphQL(gateway.server.url, query, undefined, { token: user.token });
+      httpAnswers[name] = { code: codeOf(http.body.errors), reason: extensionsOf(http.body.errors)?.reason, message: messageOf(http.body.errors) };
+      await socket.subscribe(name, query);
+      const errors = wsErrors([await socket.answer(name)]);
+      expect({ name, ...{ code: codeOf(errors), reason: extensionsOf(errors)?.reason, message: messageOf(errors) } }).toEqual({ name, ...(httpAnswers[name] as object) });
     }
     // Each was refused for the reason meant, not by accident.
     expect(httpAnswers).toMatchObject({
@@ -226,32 +222,32 @@ describe('WebSocket life cycle', () => {
       badVariable: { query: page, variables: { n: 'ten' } },
       missingVariable: { query: page, variables: {} },
     };
-    const answers: Record<string, { http: string | undefined; ws: string | undefined }> = {};
+    const answers: Record<string, { http: unknown; ws: unknown }> = {};
     for (const [name, { query, operationName, variables }] of Object.entries(requests)) {
-      const http = await postRaw(gateway, query, user.token, { operationName, variables });
-      socket.subscribe(name, query, variables, operationName);
-      answers[name] = { http: codeOf(http.body.errors), ws: codeOf(errorsOf(await socket.answer(name))) };
+      const http = await postGraphQL(gateway.server.url, query, variables, { token: user.token, operationName });
+      await socket.subscribe(name, query, variables, operationName);
+      answers[name] = { http: codeOf(http.body.errors), ws: codeOf(wsErrors([await socket.answer(name)])) };
     }
     const bad = { http: 'BAD_USER_INPUT', ws: 'BAD_USER_INPUT' };
     expect(answers).toEqual({ unknownOperation: bad, noOperationName: bad, badVariable: bad, missingVariable: bad });
     // The operation that is named runs.
-    socket.subscribe('named', twoOperations, {}, 'B');
+    await socket.subscribe('named', twoOperations, {}, 'B');
     expect(await socket.answer('named')).toMatchObject({ type: 'next', payload: { data: { serverInfo: { version: expect.any(String) } } } });
   });
 
   it('refuses introspection, when switched off, over the WebSocket as over HTTP', async () => {
     const closed = await startTestGateway({ simulator: gateway.simulator, databaseUrl: gateway.databaseUrl, env: { GRAPHQL_INTROSPECTION: 'false' } });
     try {
-      const token = await adminLogin(closed);
+      const token = (await signInAdmin(closed)).token;
       const query = '{ __schema { queryType { name } } }';
-      const http = await postRaw(closed, query, token);
+      const http = await postGraphQL(closed.server.url, query, undefined, { token: token });
       expect(codeOf(http.body.errors)).toBe('BAD_USER_INPUT');
       const socket = await RawSocket.connect(closed.server.wsUrl);
       raws.push(socket);
       expect(await socket.init(`Bearer ${token}`)).toBe('ack');
-      socket.subscribe('introspect', query);
-      const errors = errorsOf(await socket.answer('introspect'));
-      expect({ code: codeOf(errors), reason: reasonOf(errors) }).toEqual({ code: 'BAD_USER_INPUT', reason: reasonOf(http.body.errors) });
+      await socket.subscribe('introspect', query);
+      const errors = wsErrors([await socket.answer('introspect')]);
+      expect({ code: codeOf(errors), reason: extensionsOf(errors)?.reason }).toEqual({ code: 'BAD_USER_INPUT', reason: extensionsOf(http.body.errors)?.reason });
       expect(JSON.stringify(errors)).not.toContain('queryType":{');
     } finally {
       await closed.stop();
@@ -264,28 +260,28 @@ describe('WebSocket life cycle', () => {
     afterThis(() => consoleError.mockRestore());
     const user = await createUser(gateway, admin, { tokenLimit: 100_000 });
     const bystander = client(`Bearer ${user.token}`);
-    const feed = bystander.usage();
+    const feed = usageFeed(bystander);
     await until(() => bystander.acknowledged, 5_000, 'connection_ack');
 
     const big = await raw();
     expect(await big.init(`Bearer ${user.token}`)).toBe('ack');
     const query = `{ me { id } } # ${'x'.repeat(MAX_MESSAGE_BYTES)}`;
-    big.subscribe('big', query);
+    await big.subscribe('big', query);
     const { code } = await closing(big, 2_000);
     expect(code).toBe(1009);
     // HTTP refuses the same document as over its own limit.
-    const http = await postRaw(gateway, query, user.token);
+    const http = await postGraphQL(gateway.server.url, query, undefined, { token: user.token });
     expect(http.status).toBe(413);
     expect(codeOf(http.body.errors)).toBe('BAD_USER_INPUT');
     // A big message before connection_init is refused the same way.
     const early = await raw();
-    early.sendRaw(JSON.stringify({ type: 'connection_init', payload: { pad: 'y'.repeat(MAX_MESSAGE_BYTES) } }));
+    await early.send(JSON.stringify({ type: 'connection_init', payload: { pad: 'y'.repeat(MAX_MESSAGE_BYTES) } }));
     expect((await closing(early, 2_000)).code).toBe(1009);
 
     await sleep(200);
     const requestId = await chat(gateway, user.token, 'Still there?');
     await until(() => feed.events.length === 1, 5_000, "the bystander's event");
-    expect(feed.requestIds()).toEqual([requestId]);
+    expect(requestIds(feed)).toEqual([requestId]);
     expect(bystander.closeCode).toBeNull();
     expect(consoleError.mock.calls.every((call) => String(call[0]).includes('WebSocket'))).toBe(true);
   });
