@@ -42,7 +42,7 @@ export class QuotaService {
 
   constructor(
     private readonly db: Database,
-    private readonly rateLimiter: RateLimiter,
+    rateLimiter: RateLimiter,
     private readonly clock: Clock,
     private readonly log: Logger,
     /** How long a reservation may live before the reaper treats its process as dead. */
@@ -109,7 +109,7 @@ export class QuotaService {
       this.ledger,
     );
     try {
-      await this.rateLimiter.holdTokens(request.userId, reservation.budget.amount);
+      await reservation.holdInRateWindow();
     } catch (error) {
       await reservation.release();
       throw error;

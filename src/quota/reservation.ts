@@ -71,6 +71,8 @@ function clampCount(value: number): number {
  */
 export class Reservation {
   private ended: Promise<SettledUsage | null> | null = null;
+  /** Whether the minute's token window holds this reservation (and must be corrected when it ends). */
+  private inRateWindow = false;
   readonly startedAt = performance.now();
 
   constructor(
@@ -93,6 +95,16 @@ export class Reservation {
   release(): Promise<SettledUsage | null> {
     this.ended ??= this.giveBack().then(() => null);
     return this.ended;
+  }
+
+  /**
+   * Counts the whole reservation in the current minute's token window, so requests in flight
+   * count against the tokens-per-minute limit too; RATE_LIMITED when the minute is spent (the
+   * limiter has then taken its count back itself).
+   */
+  async holdInRateWindow(): Promise<void> {
+    await this.ledger.rateLimiter.holdTokens(this.budget.userId, this.budget.amount);
+    this.inRateWindow = true;
   }
 
   /** Keeps a long-running request's reservation from looking abandoned to the reaper. */
@@ -146,9 +158,11 @@ export class Reservation {
     const chargedTokens = row.charged ?? 0;
     // The minute's token count held the whole reservation; it keeps what was charged. The charge
     // is committed and announced already: a failure here must not undo either.
-    await ledger.rateLimiter
-      .adjust(budget.userId, chargedTokens - budget.amount)
-      .catch((error: unknown) => ledger.log.warn({ err: error }, 'could not adjust the rate window'));
+    if (this.inRateWindow) {
+      await ledger.rateLimiter
+        .adjust(budget.userId, chargedTokens - budget.amount)
+        .catch((error: unknown) => ledger.log.warn({ err: error }, 'could not adjust the rate window'));
+    }
     return {
       charged: row.charged !== null,
       chargedTokens,
@@ -162,6 +176,6 @@ export class Reservation {
 
   private async giveBack(): Promise<void> {
     await this.ledger.db.query(RELEASE_SQL, [this.requestId]);
-    await this.ledger.rateLimiter.adjust(this.budget.userId, -this.budget.amount);
+    if (this.inRateWindow) await this.ledger.rateLimiter.adjust(this.budget.userId, -this.budget.amount);
   }
 }
