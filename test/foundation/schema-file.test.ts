@@ -2,21 +2,11 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { buildSchema, Kind, parse, print, type DirectiveNode, type ObjectTypeDefinitionNode } from 'graphql';
 import { printGatewaySchema } from '../../src/graphql/schema';
+import { firstDifference } from '../helpers/text-diff';
 
 const schemaFile = path.resolve(__dirname, '../../schema.graphql');
 const committed = readFileSync(schemaFile, 'utf8');
 
-/** The first line where the two texts part, for a failure message a person can act on. */
-function firstDifference(expected: string, actual: string): string {
-  const want = expected.split('\n');
-  const have = actual.split('\n');
-  for (let line = 0; line < Math.max(want.length, have.length); line++) {
-    if (want[line] !== have[line]) {
-      return `line ${line + 1}:\n  built:     ${want[line] ?? '(end of file)'}\n  committed: ${have[line] ?? '(end of file)'}`;
-    }
-  }
-  return '(no difference)';
-}
 
 /** `field -> directives as written`, e.g. `Query.users -> @auth(role: ADMIN)`, from the committed file. */
 function fieldDirectives(): Map<string, string> {
@@ -62,7 +52,7 @@ describe('schema.graphql', () => {
     const built = printGatewaySchema();
     if (built !== committed) {
       throw new Error(
-        `schema.graphql is out of date with the code: run \`npm run schema\` and commit schema.graphql.\nFirst difference at ${firstDifference(built, committed)}`,
+        `schema.graphql is out of date with the code: run \`npm run schema\` and commit schema.graphql.\nFirst difference at ${firstDifference(built, committed, 'built')}`,
       );
     }
     // It is a schema clients can build from (codegen does).

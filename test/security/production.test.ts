@@ -110,12 +110,7 @@ describe('production mode (NODE_ENV=production, CORS_ALLOWED_ORIGINS set)', () =
     }
   });
 
-  // KNOWN BUG, reported, not fixed here (src/server.ts): the socket's onSubscribe checks the
-  // document but not the operation name or the variables, so graphql-js refuses those inside
-  // execute with errors that carry no code, and formatGatewayError makes them
-  // INTERNAL_SERVER_ERROR ("Internal server error.", logged as unexpected). The fix is
-  // DocumentCache.prepare (src/graphql/validation.ts, tested in validation.test.ts) called in
-  // onSubscribe instead of DocumentCache.get. When that lands this test passes: drop `.failing`.
+  // The socket checks operation names and variables before execution (DocumentCache.prepare), as Apollo does over HTTP.
   it('bad variables or operation names over the socket → BAD_USER_INPUT, not INTERNAL_SERVER_ERROR', async () => {
     const socket = new RawSocket(gateway.server.wsUrl);
     try {
