@@ -2,10 +2,12 @@ import type { MigrationObject } from '@mikro-orm/core';
 import { Migration20261126000001_users_auth } from './Migration20261126000001_users_auth';
 import { Migration20261126000002_metering } from './Migration20261126000002_metering';
 import { Migration20261126000003_rate_limits } from './Migration20261126000003_rate_limits';
+import { Migration20261202000001_usage_upstream } from './Migration20261202000001_usage_upstream';
 
 /** Every migration, in order. Listed explicitly so the compiled app and the tests run the same set. */
 export const migrationsList: MigrationObject[] = [
   { name: 'Migration20261126000001_users_auth', class: Migration20261126000001_users_auth },
   { name: 'Migration20261126000002_metering', class: Migration20261126000002_metering },
   { name: 'Migration20261126000003_rate_limits', class: Migration20261126000003_rate_limits },
+  { name: 'Migration20261202000001_usage_upstream', class: Migration20261202000001_usage_upstream },
 ];

@@ -108,7 +108,8 @@ export class UpstreamError extends DomainError {
   readonly code = 'UPSTREAM_ERROR';
   constructor(
     message: string,
-    readonly failure: { readonly status?: number; readonly timeout?: boolean } = {},
+    /** `unavailable`: no server serves the model right now (nothing was tried). */
+    readonly failure: { readonly status?: number; readonly timeout?: boolean; readonly unavailable?: boolean } = {},
   ) {
     super(message, failure);
   }

@@ -4,7 +4,6 @@ import { PasswordHasher } from './auth/passwords';
 import { ChatAdmission } from './chat/chat-admission';
 import { ChatService } from './chat/chat.service';
 import { PromptCounter } from './chat/prompt-counter';
-import type { Upstream } from './chat/upstream';
 import type { Clock } from './clock';
 import type { Config } from './config';
 import type { Database } from './db/database';
@@ -12,6 +11,7 @@ import type { Logger } from './logger';
 import { QuotaService } from './quota/quota.service';
 import { RateLimiter } from './quota/rate-limiter';
 import type { ServerInfo } from './server-info/server-info.resolver';
+import type { Fleet } from './upstreams/fleet';
 import type { UsageBus } from './usage/usage-bus';
 import { UsageService } from './usage/usage.service';
 import { UserService } from './users/user.service';
@@ -30,6 +30,7 @@ export interface Services {
   readonly rateLimiter: RateLimiter;
   readonly chatAdmission: ChatAdmission;
   readonly chat: ChatService;
+  readonly fleet: Fleet;
   readonly usageBus: UsageBus;
   readonly usage: UsageService;
 }
@@ -40,18 +41,18 @@ export interface ServiceDependencies {
   readonly db: Database;
   readonly clock: Clock;
   readonly serverInfo: ServerInfo;
-  readonly upstream: Upstream;
+  readonly fleet: Fleet;
   readonly usageBus: UsageBus;
 }
 
 export function createServices(deps: ServiceDependencies): Services {
-  const { config, log, db, clock, upstream, usageBus } = deps;
+  const { config, log, db, clock, fleet, usageBus } = deps;
   const auth = new AuthService(config, new PasswordHasher(config.passwordHash), log, db);
   const rateLimiter = new RateLimiter(config.rateLimit, db);
   // A reservation outlives its request only if the process died; a minute past the upstream
   // timeout, the reaper may safely give it back.
   const quota = new QuotaService(db, rateLimiter, clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60);
-  const promptCounter = new PromptCounter(upstream, config.vllm.tiktokenMargin);
+  const promptCounter = new PromptCounter(config.vllm.tiktokenMargin);
   return {
     config,
     log,
@@ -63,8 +64,9 @@ export function createServices(deps: ServiceDependencies): Services {
     users: new UserService(config, auth, quota, log, db),
     quota,
     rateLimiter,
-    chatAdmission: new ChatAdmission(config, upstream, promptCounter, quota, rateLimiter, log),
-    chat: new ChatService(config, upstream, promptCounter, quota.extendEveryMs, log),
+    chatAdmission: new ChatAdmission(config, fleet, promptCounter, quota, rateLimiter, log),
+    chat: new ChatService(config, fleet, promptCounter, quota.extendEveryMs, log),
+    fleet,
     usageBus,
     usage: new UsageService(usageBus, auth, db),
   };

@@ -9,7 +9,8 @@ import type { ChatInterface, Reservation } from '../quota/reservation';
 import { upstreamParams, validateChatRequest, type ChatRequest, type UpstreamChatParams } from './chat-request';
 import type { Model } from './chat.types';
 import type { PromptCounter } from './prompt-counter';
-import type { Upstream, UpstreamModel } from './upstream';
+import type { Fleet, UpstreamMember } from '../upstreams/fleet';
+import type { UpstreamModel } from './upstream';
 import { upstreamFailure } from './upstream-failure';
 
 /** One chat request with its reservation: what `ChatService.complete` and `stream` run. */
@@ -17,6 +18,8 @@ export interface MeteredChat {
   readonly viewer: Viewer;
   readonly params: UpstreamChatParams;
   readonly reservation: Reservation;
+  /** The server that counted the prompt and will answer. */
+  readonly upstream: UpstreamMember;
 }
 
 /**
@@ -27,7 +30,7 @@ export interface MeteredChat {
 export class ChatAdmission {
   constructor(
     private readonly config: Config,
-    private readonly upstream: Upstream,
+    private readonly fleet: Fleet,
     private readonly promptCounter: PromptCounter,
     private readonly quota: QuotaService,
     private readonly rateLimiter: RateLimiter,
@@ -49,11 +52,15 @@ export class ChatAdmission {
       throw BadUserInputError.about('maxTokens', `must be at most ${model.maxModelLen} for ${model.id}.`);
     }
     const params = upstreamParams(model.id, request);
+    const upstream = this.fleet.pick(model.id);
+    if (upstream === null) throw new UpstreamError(`No upstream serves ${model.id} right now.`, { unavailable: true });
     let prompt;
     try {
-      prompt = await this.promptCounter.count(model.id, params.messages);
+      prompt = await this.promptCounter.count(upstream.client, model.id, params.messages);
     } catch (error) {
-      throw upstreamFailure(error, { timedOut: false, timeoutMs: this.config.vllm.timeoutMs, log: this.log });
+      const failure = upstreamFailure(error, { timedOut: false, timeoutMs: this.config.vllm.timeoutMs, log: this.log });
+      this.fleet.noteFailure(upstream, failure);
+      throw failure;
     }
     const completionLimit = model.maxModelLen - prompt.tokens;
     if (completionLimit < 1) {
@@ -75,14 +82,14 @@ export class ChatAdmission {
       promptCountSource: prompt.source,
       maxTokens: request.maxTokens,
       modelCompletionLimit: completionLimit,
-      target: { model: model.id, interface: iface, apiKeyId: viewer.apiKeyId },
+      target: { model: model.id, interface: iface, apiKeyId: viewer.apiKeyId, upstream: upstream.name },
     });
-    return { viewer, params, reservation };
+    return { viewer, params, reservation, upstream };
   }
 
   private async upstreamModels(): Promise<UpstreamModel[]> {
     try {
-      return await this.upstream.listModels();
+      return await this.fleet.models();
     } catch (error) {
       throw upstreamFailure(error, { timedOut: false, timeoutMs: this.config.vllm.timeoutMs, log: this.log });
     }

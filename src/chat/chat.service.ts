@@ -7,7 +7,7 @@ import type { MeteredChat } from './chat-admission';
 import type { TokenCount } from './chat.types';
 import type { PromptCounter } from './prompt-counter';
 import { StreamMeter, type StreamEnding } from './stream-meter';
-import type { Upstream } from './upstream';
+import type { Fleet } from '../upstreams/fleet';
 import { upstreamFailure } from './upstream-failure';
 
 export type StreamEvent =
@@ -23,7 +23,7 @@ export type StreamEvent =
 export class ChatService {
   constructor(
     private readonly config: Config,
-    private readonly upstream: Upstream,
+    private readonly fleet: Fleet,
     private readonly promptCounter: PromptCounter,
     /** How often a running stream keeps its reservation alive. */
     private readonly extendEveryMs: number,
@@ -38,9 +38,9 @@ export class ChatService {
     try {
       let response: ChatCompletion;
       try {
-        response = await this.upstream.complete(this.upstreamBody(metered), controller.signal);
+        response = await this.fleet.track(metered.upstream, () => metered.upstream.client.complete(this.upstreamBody(metered), controller.signal));
       } catch (error) {
-        throw this.failure(error, controller.signal.aborted);
+        throw this.failure(metered, error, controller.signal.aborted);
       } finally {
         clearTimeout(timer);
       }
@@ -97,8 +97,9 @@ export class ChatService {
     let ending: StreamEnding = 'client_gone';
     let failure: unknown = null;
     armIdleTimer();
+    metered.upstream.inFlight += 1;
     try {
-      const chunks = await this.upstream.stream(this.upstreamBody(metered), upstreamCall.signal);
+      const chunks = await metered.upstream.client.stream(this.upstreamBody(metered), upstreamCall.signal);
       for await (const chunk of chunks) {
         armIdleTimer();
         const delta = meter.observe(chunk);
@@ -109,6 +110,7 @@ export class ChatService {
       // idle timeout): that is not a finished answer.
       if (upstreamCall.signal.aborted && !meter.cut) throw new Error('upstream stream aborted');
       ending = 'finished';
+      this.fleet.noteSuccess(metered.upstream);
     } catch (error) {
       if (timedOut) ending = 'timeout';
       else if (!upstreamCall.signal.aborted) {
@@ -116,6 +118,7 @@ export class ChatService {
         failure = error;
       }
     } finally {
+      metered.upstream.inFlight -= 1;
       clearTimeout(idle);
       clearInterval(keepReserved);
       // Runs also when the consumer leaves mid-stream: the upstream is stopped and what was
@@ -126,7 +129,7 @@ export class ChatService {
         await (usage === null ? reservation.release() : reservation.settle(usage));
       }
     }
-    if (ending === 'timeout' || ending === 'upstream_error') throw this.failure(failure, ending === 'timeout');
+    if (ending === 'timeout' || ending === 'upstream_error') throw this.failure(metered, failure, ending === 'timeout');
     if (ending === 'client_gone') return;
     const usage = meter.usage('finished');
     const charged = usage === null ? null : await reservation.settle(usage);
@@ -141,7 +144,10 @@ export class ChatService {
     >;
   }
 
-  private failure(error: unknown, timedOut = false): Error {
-    return upstreamFailure(error, { timedOut, timeoutMs: this.config.vllm.timeoutMs, log: this.log });
+  /** The failure in the contract's terms; one that is the server's, not the request's, is noted against it. */
+  private failure(metered: MeteredChat, error: unknown, timedOut: boolean): Error {
+    const mapped = upstreamFailure(error, { timedOut, timeoutMs: this.config.vllm.timeoutMs, log: this.log });
+    this.fleet.noteFailure(metered.upstream, mapped);
+    return mapped;
   }
 }

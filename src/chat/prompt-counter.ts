@@ -19,13 +19,11 @@ export class PromptCounter {
   /** Built once: constructing an encoder costs milliseconds. */
   private encoder: Tiktoken | null = null;
 
-  constructor(
-    private readonly upstream: Upstream,
-    private readonly margin: number,
-  ) {}
+  constructor(private readonly margin: number) {}
 
-  async count(model: string, messages: readonly ChatMessage[]): Promise<PromptCount> {
-    const exact = await this.upstream.tokenize(model, messages);
+  /** Counted by `upstream`, which serves `model`. */
+  async count(upstream: Upstream, model: string, messages: readonly ChatMessage[]): Promise<PromptCount> {
+    const exact = await upstream.tokenize(model, messages);
     if (exact !== null) return { tokens: exact, source: 'tokenize' };
     return { tokens: this.estimate(messages), source: 'tiktoken' };
   }

@@ -1,9 +1,7 @@
 import OpenAI from 'openai';
 import type { ChatCompletion, ChatCompletionChunk, ChatCompletionCreateParamsNonStreaming, ChatCompletionCreateParamsStreaming } from 'openai/resources/chat/completions';
 import { Agent, request } from 'undici';
-import type { Config } from '../config';
 import type { Logger } from '../logger';
-import { startSimulator, type Simulator } from '../simulator';
 
 export interface UpstreamModel {
   readonly id: string;
@@ -151,35 +149,4 @@ export class Upstream {
   async close(): Promise<void> {
     await this.agent.close();
   }
-}
-
-export interface UpstreamConnection {
-  readonly upstream: Upstream;
-  readonly baseUrl: string;
-  /** The built-in simulator, when no upstream is configured. */
-  readonly simulator: Simulator | null;
-  close(): Promise<void>;
-}
-
-/** The client of the configured vLLM, or of the built-in simulator (started here) when none is configured. */
-export async function connectUpstream(config: Config, log: Logger): Promise<UpstreamConnection> {
-  let simulator: Simulator | null = null;
-  if (config.vllm.baseUrl === null) {
-    simulator = await startSimulator({ timeToFirstTokenMs: 30, interTokenLatencyMs: 15 });
-    log.warn(
-      { upstream: simulator.url },
-      'VLLM_BASE_URL is not set: chat is answered by the BUILT-IN vLLM SIMULATOR, not a real model. Set VLLM_BASE_URL to use vLLM.',
-    );
-  }
-  const baseUrl = config.vllm.baseUrl ?? (simulator as Simulator).url;
-  const upstream = new Upstream({ baseUrl, apiKey: config.vllm.apiKey, timeoutMs: config.vllm.timeoutMs, log });
-  return {
-    upstream,
-    baseUrl,
-    simulator,
-    async close() {
-      await upstream.close();
-      await simulator?.stop();
-    },
-  };
 }

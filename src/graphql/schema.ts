@@ -10,11 +10,12 @@ import { ChatResolver } from '../chat/chat.resolver';
 import { applyQuotaDirective } from '../quota/quota.directive';
 import { withDirectiveDefinitions } from './directives';
 import { ServerInfoResolver } from '../server-info/server-info.resolver';
+import { UpstreamsResolver } from '../upstreams/upstreams.resolver';
 import { UsageResolver } from '../usage/usage.resolver';
 import { UserResolver } from '../users/user.resolver';
 
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type -- type-graphql's own resolver list type
-const resolvers: NonEmptyArray<Function> = [ServerInfoResolver, AuthResolver, UserResolver, ChatResolver, UsageResolver];
+const resolvers: NonEmptyArray<Function> = [ServerInfoResolver, AuthResolver, UserResolver, ChatResolver, UsageResolver, UpstreamsResolver];
 
 /** The executable schema: type-graphql's build, directive definitions, then directive behaviour. */
 export function buildGatewaySchema(): GraphQLSchema {

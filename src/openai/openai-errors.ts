@@ -65,9 +65,9 @@ export function toOpenAIError(error: unknown, now: Date = new Date()): OpenAIHtt
     );
   }
   if (error instanceof UpstreamError) {
-    return error.failure.timeout === true
-      ? openAIError(504, message, 'timeout', 'upstream_timeout')
-      : openAIError(502, message, 'upstream_error', 'upstream_error');
+    if (error.failure.timeout === true) return openAIError(504, message, 'timeout', 'upstream_timeout');
+    if (error.failure.unavailable === true) return openAIError(503, message, 'service_unavailable', 'upstream_unavailable');
+    return openAIError(502, message, 'upstream_error', 'upstream_error');
   }
   if (error.code === 'FORBIDDEN') return openAIError(403, message, 'permission_error', null);
   if (error.code === 'SERVICE_UNAVAILABLE') return openAIError(503, message, 'service_unavailable', null);

@@ -54,7 +54,7 @@ export const RESERVE_SQL = `with cur as (
 /**
  * $1 now, $2 user, $3 request id, $4 API key, $5 model, $6 interface, $7 prompt, $8 completion,
  * $9 total, $10 usage source, $11 prompt count source, $12 status, $13 latency ms, $14 NOTIFY
- * payload. When the upstream reports more than was reserved (a tiktoken estimate came out low),
+ * payload, $15 the upstream's name. When the upstream reports more than was reserved (a tiktoken estimate came out low),
  * the excess is charged as far as the limit allows, so `used` still never passes it.
  */
 export const SETTLE_SQL = `with res as (
@@ -64,11 +64,11 @@ export const SETTLE_SQL = `with res as (
           for update of q
        ), rec as (
          insert into usage_records (request_id, user_id, api_key_id, model, interface, prompt_tokens, completion_tokens,
-                                    total_tokens, charged_tokens, usage_source, prompt_count_source, status, latency_ms, created_at)
+                                    total_tokens, charged_tokens, usage_source, prompt_count_source, status, latency_ms, created_at, upstream)
          select $3::uuid, a.user_id, $4::uuid, $5, $6, $7::bigint, $8::bigint, $9::bigint,
                 least($9::bigint, coalesce((select amount from res), 0) +
                       case when a.token_limit is null then $9::bigint else greatest(a.token_limit - a.used - a.reserved, 0) end),
-                $10, $11, $12, $13::bigint, $1::timestamptz
+                $10, $11, $12, $13::bigint, $1::timestamptz, $15
            from acct a
          on conflict (request_id) do nothing
          returning charged_tokens

@@ -29,6 +29,8 @@ export interface ChargeTarget {
   readonly model: string;
   readonly interface: ChatInterface;
   readonly apiKeyId: string | null;
+  /** The name of the server that serves the request. */
+  readonly upstream: string;
 }
 
 /** What the request consumed, as vLLM reported it or as the gateway estimated it. */
@@ -151,6 +153,7 @@ export class Reservation {
       usage.status,
       latencyMs,
       notice,
+      target.upstream,
     ]);
     if (row === undefined) throw new Error(`quota account of user ${budget.userId} is missing`);
     const used = Number(row.used);

@@ -40,7 +40,7 @@ export async function startHttp(config: Config, services: Services, notification
     'request',
     createRouter(
       [
-        ...healthRoutes(services.db),
+        ...healthRoutes(services.db, services.fleet),
         staticRoute(usagePageSite),
         staticRoute({ prefix: '/graphiql', dir: GRAPHIQL_ASSET_DIR }),
         ...openAIRoutes(services),

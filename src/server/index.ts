@@ -1,13 +1,13 @@
 import 'reflect-metadata';
 import type { MikroORM } from '@mikro-orm/postgresql';
-import { connectUpstream } from '../chat/upstream';
 import { systemClock, type Clock } from '../clock';
-import { redactUrl, type Config } from '../config';
+import type { Config } from '../config';
 import { connectDatabase, migrate, whileHoldingStartLock } from '../db/connect';
 import { startEmbeddedPostgres } from '../db/embedded';
 import { PgNotifications } from '../db/notifications';
 import { createLogger, type Logger } from '../logger';
 import { startQuotaMaintenance } from '../quota/maintenance';
+import { connectFleet } from '../upstreams/connect';
 import { createServices, type Services } from '../services';
 import { PgUsageBus } from '../usage/usage-bus';
 import { VERSION } from '../version';
@@ -42,7 +42,7 @@ export function createServer(config: Config, options: ServerOptions = {}): Promi
     const databaseUrl =
       config.databaseUrl ?? (await life.step('embedded PostgreSQL', () => startEmbeddedPostgres(config.dataDir, log), (pg) => pg.stop())).url;
     const { orm, db } = await life.step('database pools', () => connectDatabase(databaseUrl, config, log), (pools) => pools.close());
-    const upstream = await life.step('upstream', () => connectUpstream(config, log), (connection) => connection.close());
+    const upstreams = await life.step('upstreams', () => connectFleet(config, log), (connection) => connection.close());
     const notifications = await life.step(
       'notification connection',
       async () => {
@@ -57,9 +57,9 @@ export function createServer(config: Config, options: ServerOptions = {}): Promi
       log,
       db,
       clock: options.clock ?? systemClock,
-      upstream: upstream.upstream,
+      fleet: upstreams.fleet,
       usageBus: new PgUsageBus(notifications),
-      serverInfo: { version: VERSION, upstreamBaseUrl: redactUrl(upstream.baseUrl), simulator: upstream.simulator !== null, environment: config.env },
+      serverInfo: { version: VERSION, upstreamBaseUrl: upstreams.fleet.members[0].baseUrl, simulator: upstreams.simulator !== null, environment: config.env },
     });
     const adminBootstrap = await life.step('migrations and first admin', () =>
       whileHoldingStartLock(databaseUrl, async () => {

@@ -33,6 +33,7 @@ interface RecordRow {
   usage_source: string;
   status: string;
   latency_ms: number;
+  upstream: string | null;
   /** created_at at UTC with microseconds: the cursor's time, and createdAt once parsed. */
   cursor_time: string;
 }
@@ -87,7 +88,7 @@ export class UsageService {
     params.push(first + 1);
     const rows = await this.db.query<RecordRow>(
       `select id::text as id, request_id, user_id, model, interface, prompt_tokens, completion_tokens, total_tokens, charged_tokens,
-              usage_source, status, latency_ms,
+              usage_source, status, latency_ms, upstream,
               to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_time
          from usage_records where ${where}
         order by created_at desc, id desc
@@ -177,6 +178,7 @@ function toRecord(row: RecordRow): UsageRecord {
     estimated: row.usage_source === 'estimated',
     status: row.status,
     latencyMs: row.latency_ms,
+    upstream: row.upstream,
     // Not created_at itself: MikroORM has pg return timestamptz as text in the session's
     // format ("2026-03-01 22:50:00.123+00"), which the DateTime scalar refuses.
     createdAt: new Date(row.cursor_time),

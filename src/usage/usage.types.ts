@@ -76,6 +76,9 @@ export class UsageRecord {
   @Field(() => Int)
   latencyMs!: number;
 
+  @Field(() => String, { nullable: true, description: 'The upstream (its configured name) that served the request; null for records from before fleets.' })
+  upstream!: string | null;
+
   @Field(() => DateTimeResolver)
   createdAt!: Date;
 }
