@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { ConfigError } from './errors';
 import { MIN_SECRET_LENGTH, SETTINGS } from './schema';
+import { configuredUpstreams, type UpstreamSpec } from './upstreams';
 import { Variable, type NodeEnv, type Tree, type Values } from './variables';
 
 type Settings = Values<typeof SETTINGS>;
@@ -14,20 +16,19 @@ export type JwtSecretSource = 'env' | 'generated' | 'stored';
  * declared in `src/schema.ts`. Nothing else reads `process.env`.
  */
 export type Config = Readonly<
-  Omit<Settings, 'jwt'> & {
+  Omit<Settings, 'jwt' | 'vllm'> & {
     jwt: Readonly<Omit<Settings['jwt'], 'secret'> & { secret: string; secretSource: JwtSecretSource }>;
+    /**
+     * `baseUrl` and `apiKey` are the first upstream's (null when there is none), for the code that
+     * still knows one upstream only; the fleet is `upstreams`.
+     */
+    vllm: Readonly<Omit<Settings['vllm'], 'baseUrls' | 'upstreamsFile'> & { baseUrl: string | null }>;
+    /** Empty: none configured, the built-in simulator answers. */
+    upstreams: readonly UpstreamSpec[];
   }
 >;
 
-export class ConfigError extends Error {
-  constructor(
-    readonly variable: string,
-    problem: string,
-  ) {
-    super(`${variable} ${problem}`);
-    this.name = 'ConfigError';
-  }
-}
+export { ConfigError };
 
 type Env = Readonly<Record<string, string | undefined>>;
 
@@ -89,8 +90,16 @@ export function loadConfig(env: Env = process.env): Config {
   const nodeEnv = read(SETTINGS.env, env);
   // readTree builds the object key by key from SETTINGS, whose shape `Values` describes.
   const settings = readTree(SETTINGS, env, nodeEnv) as Settings;
+  const upstreams = configuredUpstreams(settings.vllm);
   const { secret, source } = jwtSecret(settings);
-  return deepFreeze({ ...settings, jwt: { ...settings.jwt, secret, secretSource: source } });
+  const { baseUrls: _baseUrls, upstreamsFile: _upstreamsFile, ...vllm } = settings.vllm;
+  const first = upstreams[0];
+  return deepFreeze({
+    ...settings,
+    vllm: { ...vllm, baseUrl: first?.baseUrl ?? null, apiKey: first?.apiKey ?? null },
+    upstreams,
+    jwt: { ...settings.jwt, secret, secretSource: source },
+  });
 }
 
 function deepFreeze<T extends object>(value: T): T {

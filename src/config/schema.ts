@@ -2,7 +2,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { isEmail, normalizeEmail } from '../rules';
 import { LIMIT_SETTINGS } from './limits';
-import { NODE_ENVS, Variable, alternatives, boolean, decimal, integer, oneOf, optional, password, url, variable, variablesOf } from './variables';
+import { NODE_ENVS, Variable, alternatives, boolean, decimal, integer, oneOf, optional, password, url, urlList, variable, variablesOf } from './variables';
 
 /**
  * Every environment variable, declared once: its name, how its text is parsed and checked, its
@@ -71,22 +71,32 @@ export const SETTINGS = {
     byNodeEnv: { test: 'silent' },
   }),
   vllm: {
-    baseUrl: optional({
+    /** With `apiKey` and `upstreamsFile`, read into `Config.upstreams` by `loadConfig`, not kept as they are. */
+    baseUrls: optional({
       name: 'VLLM_BASE_URL',
       group: 'core',
-      meaning: "vLLM's OpenAI-compatible API, e.g. `http://gpu-host:8000/v1`",
-      // Trailing slashes go so that paths can be appended with one.
-      schema: url(['http:', 'https:']).transform((text) => text.replace(/\/+$/, '')),
-      unset: null,
+      meaning:
+        "vLLM's OpenAI-compatible API, e.g. `http://gpu-host:8000/v1`; several, comma-separated, are a fleet named `upstream-1`, `upstream-2`, … in order",
+      schema: urlList(['http:', 'https:']),
+      unset: [] as readonly string[],
       unsetMeans: 'the built-in simulator',
     }),
     apiKey: optional({
       name: 'VLLM_API_KEY',
       group: 'core',
-      meaning: 'key sent to vLLM (`--api-key` on its side)',
+      meaning: 'key sent to vLLM (`--api-key` on its side), to every upstream of `VLLM_BASE_URL`',
       schema: z.string(),
       unset: null,
       unsetMeans: 'none',
+    }),
+    upstreamsFile: optional({
+      name: 'UPSTREAMS_FILE',
+      group: 'core',
+      meaning:
+        'YAML or JSON file of the fleet: `upstreams: [{ name, baseUrl, apiKey? }]`; replaces VLLM_BASE_URL/VLLM_API_KEY (set it or them, not both)',
+      schema: z.string().transform((file) => path.resolve(file)),
+      unset: null,
+      unsetMeans: 'the fleet is `VLLM_BASE_URL`',
     }),
     timeoutMs: variable({
       name: 'VLLM_TIMEOUT_MS',
@@ -102,6 +112,23 @@ export const SETTINGS = {
       meaning: 'safety margin on tiktoken prompt estimates when vLLM has no `/tokenize`',
       schema: decimal(0, 10),
       default: '0.1',
+    }),
+  },
+  fleet: {
+    healthIntervalMs: variable({
+      name: 'UPSTREAM_HEALTH_INTERVAL_MS',
+      group: 'core',
+      meaning: 'how often an unhealthy upstream is probed',
+      schema: integer(100, 600_000),
+      default: '5000',
+    }),
+    /** Only before the first token: after it, the answer is already partly the one upstream's. */
+    maxAttempts: variable({
+      name: 'UPSTREAM_MAX_ATTEMPTS',
+      group: 'core',
+      meaning: 'tries of one request across upstreams before its first token',
+      schema: integer(1, 10),
+      default: '2',
     }),
   },
   jwt: {

@@ -98,13 +98,50 @@ export function oneOf<const V extends readonly [string, ...string[]]>(values: V)
 }
 
 /** Kept as written (not normalized): only checked to parse with one of `protocols`, e.g. `https:`. */
-export function url(protocols: readonly string[]): z.ZodType<string> {
+export function url(protocols: readonly string[]): z.ZodType<string, string> {
   return z
     .string()
     .refine((text) => URL.canParse(text), { error: 'is not a valid URL', abort: true })
     .refine((text) => protocols.includes(new URL(text).protocol), {
       error: (issue) => `must use ${alternatives(protocols)}, got ${new URL(String(issue.input)).protocol}`,
     });
+}
+
+/** Paths are appended to a base URL with a leading slash, so it keeps none of its own at the end. */
+export function withoutTrailingSlashes(text: string): string {
+  return text.replace(/\/+$/, '');
+}
+
+/**
+ * Comma-separated URLs (spaces around the commas allowed), each checked like `url` and kept without
+ * trailing slashes. A problem names the entry's position, not its text: a URL may carry credentials.
+ * The same URL twice is refused: it would be one server counted as two.
+ */
+export function urlList(protocols: readonly string[]): z.ZodType<readonly string[]> {
+  const one = url(protocols);
+  return z.string().transform((text, context) => {
+    const urls: string[] = [];
+    // Compared as parsed, so that `HTTP://Host/v1/` and `http://host/v1` are one server.
+    const seen = new Map<string, number>();
+    for (const [index, entry] of text.split(',').map((part) => part.trim()).entries()) {
+      const position = index + 1;
+      const parsed = one.safeParse(entry);
+      if (!parsed.success) {
+        const problem = entry === '' ? 'is empty' : (parsed.error.issues[0]?.message ?? 'is not valid');
+        context.issues.push({ code: 'custom', input: text, message: `entry ${position} ${problem}` });
+        return z.NEVER;
+      }
+      const key = withoutTrailingSlashes(new URL(parsed.data).href);
+      const earlier = seen.get(key);
+      if (earlier !== undefined) {
+        context.issues.push({ code: 'custom', input: text, message: `entry ${position} repeats entry ${earlier}` });
+        return z.NEVER;
+      }
+      seen.set(key, position);
+      urls.push(withoutTrailingSlashes(parsed.data));
+    }
+    return urls;
+  });
 }
 
 export function isWebOrigin(text: string): boolean {
