@@ -18,11 +18,8 @@ export type JwtSecretSource = 'env' | 'generated' | 'stored';
 export type Config = Readonly<
   Omit<Settings, 'jwt' | 'vllm'> & {
     jwt: Readonly<Omit<Settings['jwt'], 'secret'> & { secret: string; secretSource: JwtSecretSource }>;
-    /**
-     * `baseUrl` and `apiKey` are the first upstream's (null when there is none), for the code that
-     * still knows one upstream only; the fleet is `upstreams`.
-     */
-    vllm: Readonly<Omit<Settings['vllm'], 'baseUrls' | 'upstreamsFile'> & { baseUrl: string | null }>;
+    /** What applies to every upstream; the servers themselves are `upstreams`. */
+    vllm: Readonly<Omit<Settings['vllm'], 'baseUrls' | 'upstreamsFile' | 'apiKey'>>;
     /** Empty: none configured, the built-in simulator answers. */
     upstreams: readonly UpstreamSpec[];
   }
@@ -92,11 +89,10 @@ export function loadConfig(env: Env = process.env): Config {
   const settings = readTree(SETTINGS, env, nodeEnv) as Settings;
   const upstreams = configuredUpstreams(settings.vllm);
   const { secret, source } = jwtSecret(settings);
-  const { baseUrls: _baseUrls, upstreamsFile: _upstreamsFile, ...vllm } = settings.vllm;
-  const first = upstreams[0];
+  const { baseUrls: _baseUrls, upstreamsFile: _upstreamsFile, apiKey: _apiKey, ...vllm } = settings.vllm;
   return deepFreeze({
     ...settings,
-    vllm: { ...vllm, baseUrl: first?.baseUrl ?? null, apiKey: first?.apiKey ?? null },
+    vllm,
     upstreams,
     jwt: { ...settings.jwt, secret, secretSource: source },
   });

@@ -1,8 +1,7 @@
 import { startSimulator, type Simulator } from '../../src/simulator';
 import { ChatDocument, FleetRecordsDocument, FleetUpstreamsDocument, ModelsDocument } from '../generated/graphql';
-import { codeOf, createUser, dataOf, openaiClient, createApiKey, type SignedIn } from '../helpers/client';
+import { codeOf, createApiKey, createUser, dataOf, openaiClient, signInAdmin, type SignedIn } from '../helpers/client';
 import { startTestGateway, type TestGateway } from '../helpers/server';
-import { signInAdmin } from '../helpers/client';
 
 /** Two vLLM servers: both serve `shared`, each one model of its own. */
 describe('a fleet of two upstreams (VLLM_BASE_URL with two URLs)', () => {
@@ -82,5 +81,10 @@ describe('a fleet of two upstreams (VLLM_BASE_URL with two URLs)', () => {
     expect(down).toMatchObject({ healthy: false });
     expect(down?.lastError).toEqual(expect.stringContaining('could not be reached'));
     expect(upstreams.find((upstream) => upstream.name === 'upstream-1')).toMatchObject({ healthy: true, lastError: null });
+    const ready = await fetch(`${gateway.server.origin}/readyz`);
+    expect({ status: ready.status, body: await ready.json() }).toEqual({
+      status: 200,
+      body: { status: 'ready', database: 'up', upstreams: { healthy: 1, total: 2 } },
+    });
   });
 });

@@ -58,7 +58,7 @@ describe('loadConfig', () => {
       databaseUrl: 'postgres://u:p@db.example:5432/gateway',
       dataDir,
       migrateOnStart: false,
-      vllm: { baseUrl: 'http://gpu-host:8000/v1' },
+      upstreams: [{ name: 'upstream-1', baseUrl: 'http://gpu-host:8000/v1', apiKey: null }],
       jwt: { secret: LONG_SECRET, secretSource: 'env' },
     });
   });
@@ -70,7 +70,7 @@ describe('loadConfig', () => {
       port: 4000,
       databaseUrl: null,
       migrateOnStart: true,
-      vllm: { baseUrl: null, apiKey: null },
+      upstreams: [],
       admin: { email: 'admin@localhost', password: null },
     });
   });

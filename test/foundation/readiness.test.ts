@@ -56,7 +56,7 @@ describe('health and readiness', () => {
     const reply = await probe('/readyz');
     expect(reply.status).toBe(200);
     expect(reply.contentType).toMatch(/^application\/json/);
-    expect(reply.body).toEqual({ status: 'ready' });
+    expect(reply.body).toEqual({ status: 'ready', database: 'up', upstreams: { healthy: 1, total: 1 } });
   });
 
   it('/readyz answers 503 once the database is unreachable, promptly, and 200 again once it is back', async () => {

@@ -55,13 +55,12 @@ describe('upstreams from VLLM_BASE_URL', () => {
   it('are none when nothing is configured: the simulator runs', () => {
     const config = load({});
     expect(config.upstreams).toEqual([]);
-    expect(config.vllm).toEqual({ baseUrl: null, apiKey: null, timeoutMs: 120_000, tiktokenMargin: 0.1 });
+    expect(config.vllm).toEqual({ timeoutMs: 120_000, tiktokenMargin: 0.1 });
   });
 
   it('is one upstream for one URL, its trailing slashes removed, with VLLM_API_KEY', () => {
     const config = load({ VLLM_BASE_URL: 'http://gpu-host:8000/v1//', VLLM_API_KEY: 'key-1' });
     expect(config.upstreams).toEqual([{ name: 'upstream-1', baseUrl: 'http://gpu-host:8000/v1', apiKey: 'key-1' }]);
-    expect(config.vllm).toMatchObject({ baseUrl: 'http://gpu-host:8000/v1', apiKey: 'key-1' });
   });
 
   it('are several for comma-separated URLs, named in order, each with VLLM_API_KEY', () => {
@@ -71,8 +70,6 @@ describe('upstreams from VLLM_BASE_URL', () => {
       { name: 'upstream-2', baseUrl: 'https://b/v1', apiKey: 'shared' },
       { name: 'upstream-3', baseUrl: 'http://c:9000', apiKey: 'shared' },
     ]);
-    // The first one, for the code that knows one upstream only.
-    expect(config.vllm).toMatchObject({ baseUrl: 'http://a:8000/v1', apiKey: 'shared' });
     expect(Object.isFrozen(config.upstreams)).toBe(true);
     expect(Object.isFrozen(config.upstreams[1])).toBe(true);
   });
@@ -116,7 +113,6 @@ describe('upstreams from UPSTREAMS_FILE', () => {
       { name: 'gpu-a', baseUrl: 'http://gpu-a:8000/v1', apiKey: SECRET_KEY },
       { name: 'gpu-b', baseUrl: 'https://gpu-b.example/v1', apiKey: null },
     ]);
-    expect(config.vllm).toMatchObject({ baseUrl: 'http://gpu-a:8000/v1', apiKey: SECRET_KEY });
   });
 
   it('reads a JSON file, tab-indented too', () => {
@@ -231,27 +227,5 @@ describe('upstreams from UPSTREAMS_FILE', () => {
     const withKey = (extra: string): string =>
       ['upstreams:', '  - name: Bad', '    baseUrl: http://a/v1', `    apiKey: ${SECRET_KEY}`, extra, ''].join('\n');
     for (const text of [withKey(''), withKey('    x: 1'), withKey('  - name: Bad'), withKey(`    apiKey: ${SECRET_KEY}`)]) fileRefusal(text);
-  });
-});
-
-describe('the fleet settings', () => {
-  it('have their defaults', () => {
-    expect(load({}).fleet).toEqual({ healthIntervalMs: 5000, maxAttempts: 2 });
-  });
-
-  it('are read at their bounds', () => {
-    expect(load({ UPSTREAM_HEALTH_INTERVAL_MS: '100', UPSTREAM_MAX_ATTEMPTS: '10' }).fleet).toEqual({ healthIntervalMs: 100, maxAttempts: 10 });
-    expect(load({ UPSTREAM_HEALTH_INTERVAL_MS: '600000', UPSTREAM_MAX_ATTEMPTS: '1' }).fleet).toEqual({ healthIntervalMs: 600_000, maxAttempts: 1 });
-  });
-
-  it.each([
-    ['UPSTREAM_HEALTH_INTERVAL_MS', '99'],
-    ['UPSTREAM_HEALTH_INTERVAL_MS', '600001'],
-    ['UPSTREAM_HEALTH_INTERVAL_MS', 'often'],
-    ['UPSTREAM_MAX_ATTEMPTS', '0'],
-    ['UPSTREAM_MAX_ATTEMPTS', '11'],
-    ['UPSTREAM_MAX_ATTEMPTS', '1.5'],
-  ])('refuse %s=%j', (variable, value) => {
-    refusal({ [variable]: value }, variable);
   });
 });
