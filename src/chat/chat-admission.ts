@@ -8,9 +8,9 @@ import type { RateLimiter } from '../quota/rate-limiter';
 import type { ChatInterface, Reservation } from '../quota/reservation';
 import { upstreamParams, validateChatRequest, type ChatRequest, type UpstreamChatParams } from './chat-request';
 import type { Model } from './chat.types';
-import type { PromptCounter } from './prompt-counter';
-import type { Fleet, UpstreamMember } from '../upstreams/fleet';
-import type { UpstreamModel } from './upstream';
+import type { PromptCount, PromptCounter } from './prompt-counter';
+import { UpstreamLease, type Fleet, type UpstreamMember } from '../upstreams/fleet';
+import type { ChatMessage, UpstreamModel } from './upstream';
 import { upstreamFailure } from './upstream-failure';
 
 /** One chat request with its reservation: what `ChatService.complete` and `stream` run. */
@@ -18,8 +18,8 @@ export interface MeteredChat {
   readonly viewer: Viewer;
   readonly params: UpstreamChatParams;
   readonly reservation: Reservation;
-  /** The server that counted the prompt and will answer. */
-  readonly upstream: UpstreamMember;
+  /** The server that counted the prompt and will answer (another one after a failover). */
+  readonly upstream: UpstreamLease;
 }
 
 /**
@@ -52,16 +52,16 @@ export class ChatAdmission {
       throw BadUserInputError.about('maxTokens', `must be at most ${model.maxModelLen} for ${model.id}.`);
     }
     const params = upstreamParams(model.id, request);
-    const upstream = this.fleet.pick(model.id);
-    if (upstream === null) throw new UpstreamError(`No upstream serves ${model.id} right now.`, { unavailable: true });
-    let prompt;
+    const { upstream, prompt } = await this.countPrompt(model.id, params.messages);
     try {
-      prompt = await this.promptCounter.count(upstream.client, model.id, params.messages);
+      return { viewer, params, upstream, reservation: await this.reserveFor(viewer, request, iface, model, prompt, upstream.member) };
     } catch (error) {
-      const failure = upstreamFailure(error, { timedOut: false, timeoutMs: this.config.vllm.timeoutMs, log: this.log });
-      this.fleet.noteFailure(upstream, failure);
-      throw failure;
+      upstream.end();
+      throw error;
     }
+  }
+
+  private async reserveFor(viewer: Viewer, request: ChatRequest, iface: ChatInterface, model: UpstreamModel, prompt: PromptCount, upstream: UpstreamMember): Promise<Reservation> {
     const completionLimit = model.maxModelLen - prompt.tokens;
     if (completionLimit < 1) {
       throw new BadUserInputError(
@@ -75,7 +75,7 @@ export class ChatAdmission {
         `${request.maxTokens} plus the ${prompt.tokens} prompt tokens exceeds the context length of ${model.id} (${model.maxModelLen}).`,
       );
     }
-    const reservation = await this.quota.reserve({
+    return this.quota.reserve({
       requestId: randomUUID(),
       userId: viewer.userId,
       promptTokens: prompt.tokens,
@@ -84,7 +84,33 @@ export class ChatAdmission {
       modelCompletionLimit: completionLimit,
       target: { model: model.id, interface: iface, apiKeyId: viewer.apiKeyId, upstream: upstream.name },
     });
-    return { viewer, params, reservation, upstream };
+  }
+
+  /**
+   * The prompt counted by a server that serves the model, which then answers it too. A server
+   * that fails here leaves the rotation, and the next one is asked (up to UPSTREAM_MAX_ATTEMPTS).
+   */
+  private async countPrompt(model: string, messages: readonly ChatMessage[]): Promise<{ upstream: UpstreamLease; prompt: PromptCount }> {
+    const tried = new Set<UpstreamMember>();
+    const first = this.fleet.pick(model, tried);
+    if (first === null) throw new UpstreamError(`No upstream serves ${model} right now.`, { unavailable: true });
+    const lease = new UpstreamLease(first);
+    for (;;) {
+      const upstream = lease.member;
+      tried.add(upstream);
+      try {
+        return { upstream: lease, prompt: await this.promptCounter.count(upstream.client, model, messages) };
+      } catch (error) {
+        const failure = upstreamFailure(error, { timedOut: false, timeoutMs: this.config.vllm.timeoutMs, log: this.log });
+        this.fleet.noteFailure(upstream, failure);
+        const next = failure instanceof UpstreamError && tried.size < this.config.fleet.maxAttempts ? this.fleet.pick(model, tried) : null;
+        if (next === null) {
+          lease.end();
+          throw failure;
+        }
+        lease.moveTo(next);
+      }
+    }
   }
 
   private async upstreamModels(): Promise<UpstreamModel[]> {

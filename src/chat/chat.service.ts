@@ -7,7 +7,8 @@ import type { MeteredChat } from './chat-admission';
 import type { TokenCount } from './chat.types';
 import type { PromptCounter } from './prompt-counter';
 import { StreamMeter, type StreamEnding } from './stream-meter';
-import type { Fleet } from '../upstreams/fleet';
+import { UpstreamError } from '../errors';
+import type { Fleet, UpstreamMember } from '../upstreams/fleet';
 import { upstreamFailure } from './upstream-failure';
 
 export type StreamEvent =
@@ -33,23 +34,27 @@ export class ChatService {
   /** A whole answer at once, as the upstream sent it, settled with the usage it reports. */
   async complete(metered: MeteredChat): Promise<{ response: ChatCompletion; usage: TokenCount }> {
     const { reservation } = metered;
-    const controller = new AbortController();
-    const timer = setTimeout(() => controller.abort(), this.config.vllm.timeoutMs);
     try {
-      let response: ChatCompletion;
-      try {
-        response = await this.fleet.track(metered.upstream, () => metered.upstream.client.complete(this.upstreamBody(metered), controller.signal));
-      } catch (error) {
-        throw this.failure(metered, error, controller.signal.aborted);
-      } finally {
-        clearTimeout(timer);
-      }
+      const response = await this.withFailover(metered, async (upstream) => {
+        const controller = new AbortController();
+        const timer = setTimeout(() => controller.abort(), this.config.vllm.timeoutMs);
+        try {
+          const response = await upstream.client.complete(this.upstreamBody(metered), controller.signal);
+          this.fleet.noteSuccess(upstream);
+          return response;
+        } catch (error) {
+          throw this.failure(upstream, error, controller.signal.aborted);
+        } finally {
+          clearTimeout(timer);
+        }
+      });
       const reported = response.usage;
       const promptTokens = reported?.prompt_tokens ?? reservation.budget.promptTokens;
       const completionTokens = reported?.completion_tokens ?? this.promptCounter.countText(response.choices[0]?.message?.content ?? '');
       await reservation.settle({ promptTokens, completionTokens, usageSource: reported == null ? 'estimated' : 'reported', status: 'completed' });
       return { response, usage: { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens } };
     } finally {
+      metered.upstream.end();
       await reservation.release();
     }
   }
@@ -71,6 +76,7 @@ export class ChatService {
       beforeClose: leave,
       onEnd: async () => {
         clientGone?.removeEventListener('abort', leave);
+        metered.upstream.end();
         await metered.reservation.release();
       },
     });
@@ -97,9 +103,16 @@ export class ChatService {
     let ending: StreamEnding = 'client_gone';
     let failure: unknown = null;
     armIdleTimer();
-    metered.upstream.inFlight += 1;
     try {
-      const chunks = await metered.upstream.client.stream(this.upstreamBody(metered), upstreamCall.signal);
+      const chunks = await this.withFailover(metered, async (candidate) => {
+        try {
+          return await candidate.client.stream(this.upstreamBody(metered), upstreamCall.signal);
+        } catch (error) {
+          // An abort (client gone, idle timeout) is not the server's failure, and no other server should take it.
+          if (upstreamCall.signal.aborted) throw error;
+          throw this.failure(candidate, error, false);
+        }
+      });
       for await (const chunk of chunks) {
         armIdleTimer();
         const delta = meter.observe(chunk);
@@ -110,7 +123,7 @@ export class ChatService {
       // idle timeout): that is not a finished answer.
       if (upstreamCall.signal.aborted && !meter.cut) throw new Error('upstream stream aborted');
       ending = 'finished';
-      this.fleet.noteSuccess(metered.upstream);
+      this.fleet.noteSuccess(metered.upstream.member);
     } catch (error) {
       if (timedOut) ending = 'timeout';
       else if (!upstreamCall.signal.aborted) {
@@ -118,7 +131,6 @@ export class ChatService {
         failure = error;
       }
     } finally {
-      metered.upstream.inFlight -= 1;
       clearTimeout(idle);
       clearInterval(keepReserved);
       // Runs also when the consumer leaves mid-stream: the upstream is stopped and what was
@@ -129,7 +141,7 @@ export class ChatService {
         await (usage === null ? reservation.release() : reservation.settle(usage));
       }
     }
-    if (ending === 'timeout' || ending === 'upstream_error') throw this.failure(metered, failure, ending === 'timeout');
+    if (ending === 'timeout' || ending === 'upstream_error') throw this.failure(metered.upstream.member, failure, ending === 'timeout');
     if (ending === 'client_gone') return;
     const usage = meter.usage('finished');
     const charged = usage === null ? null : await reservation.settle(usage);
@@ -144,10 +156,33 @@ export class ChatService {
     >;
   }
 
+  /**
+   * Runs `call` on the request's upstream and, when it fails with UPSTREAM_ERROR before anything
+   * was received, on another healthy one serving the model, up to UPSTREAM_MAX_ATTEMPTS tries.
+   * The reservation stays as it is; its record names the server that answered.
+   */
+  private async withFailover<T>(metered: MeteredChat, call: (upstream: UpstreamMember) => Promise<T>): Promise<T> {
+    const tried = new Set<UpstreamMember>();
+    for (;;) {
+      const upstream = metered.upstream.member;
+      tried.add(upstream);
+      try {
+        const result = await call(upstream);
+        metered.reservation.servedBy(upstream.name);
+        return result;
+      } catch (error) {
+        const next = error instanceof UpstreamError && tried.size < this.config.fleet.maxAttempts ? this.fleet.pick(metered.params.model, tried) : null;
+        if (next === null) throw error;
+        this.log.warn({ from: upstream.name, to: next.name, requestId: metered.reservation.requestId }, 'retrying on another upstream');
+        metered.upstream.moveTo(next);
+      }
+    }
+  }
+
   /** The failure in the contract's terms; one that is the server's, not the request's, is noted against it. */
-  private failure(metered: MeteredChat, error: unknown, timedOut: boolean): Error {
+  private failure(upstream: UpstreamMember, error: unknown, timedOut: boolean): Error {
     const mapped = upstreamFailure(error, { timedOut, timeoutMs: this.config.vllm.timeoutMs, log: this.log });
-    this.fleet.noteFailure(metered.upstream, mapped);
+    this.fleet.noteFailure(upstream, mapped);
     return mapped;
   }
 }

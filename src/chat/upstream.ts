@@ -67,6 +67,22 @@ export class Upstream {
     this.origin = options.baseUrl.replace(/\/v1\/?$/, '');
   }
 
+  /** vLLM's `GET /health` at the server's root: 200 while its engine runs. */
+  async healthy(timeoutMs: number): Promise<boolean> {
+    try {
+      const response = await request(`${this.origin}/health`, { method: 'GET', dispatcher: this.agent, signal: AbortSignal.timeout(timeoutMs) });
+      await response.body.dump();
+      return response.statusCode === 200;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The next `listModels` asks the server again (it came back, and may serve something else now). */
+  forgetModels(): void {
+    this.models = null;
+  }
+
   /** What the upstream serves, cached briefly; a failed refresh keeps serving the last good list. */
   async listModels(): Promise<UpstreamModel[]> {
     const cacheMs = this.options.modelCacheMs ?? 30_000;

@@ -114,6 +114,23 @@ export const SETTINGS = {
       default: '0.1',
     }),
   },
+  fleet: {
+    healthIntervalMs: variable({
+      name: 'UPSTREAM_HEALTH_INTERVAL_MS',
+      group: 'core',
+      meaning: 'how often an upstream that failed is probed (`GET /health`), backing off while it stays down',
+      schema: integer(100, 600_000),
+      default: '5000',
+    }),
+    /** Only before the first token: after it, the answer is already partly the one upstream's. */
+    maxAttempts: variable({
+      name: 'UPSTREAM_MAX_ATTEMPTS',
+      group: 'core',
+      meaning: 'tries of one request across upstreams before its first token',
+      schema: integer(1, 10),
+      default: '2',
+    }),
+  },
   jwt: {
     /** null: none given; `loadConfig` then refuses to start in production, or generates one. */
     secret: optional({

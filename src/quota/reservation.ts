@@ -73,6 +73,8 @@ function clampCount(value: number): number {
  */
 export class Reservation {
   private ended: Promise<SettledUsage | null> | null = null;
+  /** The server that answers: the one admitted with, or the one a failover moved to. */
+  private upstream: string;
   /** Whether the minute's token window holds this reservation (and must be corrected when it ends). */
   private inRateWindow = false;
   readonly startedAt = performance.now();
@@ -81,7 +83,14 @@ export class Reservation {
     readonly budget: ReservedBudget,
     readonly target: ChargeTarget,
     private readonly ledger: LedgerAccess,
-  ) {}
+  ) {
+    this.upstream = target.upstream;
+  }
+
+  /** Names the server that answered, for the usage record. */
+  servedBy(upstream: string): void {
+    this.upstream = upstream;
+  }
 
   get requestId(): string {
     return this.budget.requestId;
@@ -153,7 +162,7 @@ export class Reservation {
       usage.status,
       latencyMs,
       notice,
-      target.upstream,
+      this.upstream,
     ]);
     if (row === undefined) throw new Error(`quota account of user ${budget.userId} is missing`);
     const used = Number(row.used);

@@ -26,7 +26,7 @@ export async function connectFleet(config: Config, log: Logger): Promise<FleetCo
   const members = specs.map(
     (spec) => new UpstreamMember(spec.name, redactUrl(spec.baseUrl), new Upstream({ baseUrl: spec.baseUrl, apiKey: spec.apiKey, timeoutMs: config.vllm.timeoutMs, log })),
   );
-  const fleet = new Fleet(members, log);
+  const fleet = new Fleet(members, log, config.fleet.healthIntervalMs);
   return {
     fleet,
     simulator,

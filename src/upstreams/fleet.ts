@@ -11,6 +11,8 @@ export class UpstreamMember {
   lastCheckedAt: Date | null = null;
   /** What the server listed the last time it was asked. */
   models: readonly UpstreamModel[] = [];
+  /** The next `GET /health` while it is out of rotation. */
+  probe: NodeJS.Timeout | null = null;
 
   constructor(
     readonly name: string,
@@ -24,6 +26,33 @@ export class UpstreamMember {
   }
 }
 
+/** A request's hold on a server: counted in flight there from the pick until the request ends. */
+export class UpstreamLease {
+  private ended = false;
+
+  constructor(private current: UpstreamMember) {
+    current.inFlight += 1;
+  }
+
+  get member(): UpstreamMember {
+    return this.current;
+  }
+
+  /** A failover: the request is now the other server's. */
+  moveTo(next: UpstreamMember): void {
+    if (this.ended) return;
+    this.current.inFlight -= 1;
+    this.current = next;
+    next.inFlight += 1;
+  }
+
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.current.inFlight -= 1;
+  }
+}
+
 export interface UpstreamStatus {
   readonly name: string;
   readonly baseUrl: string;
@@ -34,15 +63,21 @@ export interface UpstreamStatus {
   readonly lastCheckedAt: Date | null;
 }
 
+/** The longest wait between two probes of a server that stays down, unless the interval is longer. */
+const MAX_PROBE_BACKOFF_MS = 10_000;
+
 /**
  * The configured vLLM servers: one catalogue (the union of what each lists, each model id
- * once) and the choice of server per request: among those serving the model, the one with
- * the fewest requests in flight, ties broken at random. The decision reads memory only.
+ * once) and the choice of server per request: among the healthy ones serving the model, the
+ * one with the fewest requests in flight, ties broken at random; the decision reads memory
+ * only. A server that fails (refused, reset, 5xx, timeout) leaves the rotation at once and is
+ * probed with `GET /health` until it answers; each instance judges for itself.
  */
 export class Fleet {
   constructor(
     readonly members: readonly UpstreamMember[],
     private readonly log: Logger,
+    private readonly healthIntervalMs: number,
     private readonly random: () => number = Math.random,
   ) {}
 
@@ -59,27 +94,21 @@ export class Fleet {
     return [...catalogue.values()];
   }
 
-  /** The server for one request of `model`, or null when no server lists it. */
-  pick(model: string): UpstreamMember | null {
+  /**
+   * The server for one try of a request for `model`, other than those already `tried`; null
+   * when there is none. When every server of the model is out of rotation, a first try still
+   * goes to one of them: refusing outright would only turn the same failure into another.
+   */
+  pick(model: string, tried: ReadonlySet<UpstreamMember> = new Set()): UpstreamMember | null {
+    const serving = this.members.filter((member) => member.serves(model) && !tried.has(member));
+    const healthy = serving.filter((member) => member.healthy);
+    const pool = healthy.length > 0 || tried.size > 0 ? healthy : serving;
     let best: UpstreamMember[] = [];
-    for (const member of this.members) {
-      if (!member.serves(model)) continue;
+    for (const member of pool) {
       if (best.length === 0 || member.inFlight < best[0].inFlight) best = [member];
       else if (member.inFlight === best[0].inFlight) best.push(member);
     }
     return best.length === 0 ? null : best[Math.floor(this.random() * best.length)];
-  }
-
-  /** Runs one call on `member`, counted in flight while it runs. */
-  async track<T>(member: UpstreamMember, call: () => Promise<T>): Promise<T> {
-    member.inFlight += 1;
-    try {
-      const result = await call();
-      this.noteSuccess(member);
-      return result;
-    } finally {
-      member.inFlight -= 1;
-    }
   }
 
   /** What a call to `member` failed with, in the contract's terms: UPSTREAM_ERROR is the server's fault, anything else the request's. */
@@ -88,10 +117,29 @@ export class Fleet {
   }
 
   private failed(member: UpstreamMember, problem: string): void {
-    if (member.healthy) this.log.warn({ upstream: member.name, problem }, 'upstream failing');
+    if (member.healthy) this.log.warn({ upstream: member.name, problem }, 'upstream out of rotation');
     member.healthy = false;
     member.lastError = problem;
     member.lastCheckedAt = new Date();
+    if (member.probe === null) this.scheduleProbe(member, this.healthIntervalMs);
+  }
+
+  private scheduleProbe(member: UpstreamMember, delayMs: number): void {
+    member.probe = setTimeout(() => {
+      member.client.healthy(Math.min(this.healthIntervalMs, 5_000)).then(async (up) => {
+        member.probe = null;
+        member.lastCheckedAt = new Date();
+        if (member.healthy) return;
+        if (!up) {
+          this.scheduleProbe(member, Math.min(delayMs * 2, Math.max(this.healthIntervalMs, MAX_PROBE_BACKOFF_MS)));
+          return;
+        }
+        member.client.forgetModels();
+        await this.refresh(member).catch(() => undefined);
+        if (member.probe === null) this.noteSuccess(member);
+      }, (error: unknown) => this.log.error({ err: error, upstream: member.name }, 'upstream probe failed'));
+    }, delayMs);
+    member.probe.unref();
   }
 
   status(): UpstreamStatus[] {
@@ -107,6 +155,7 @@ export class Fleet {
   }
 
   async close(): Promise<void> {
+    for (const member of this.members) if (member.probe !== null) clearTimeout(member.probe);
     await Promise.all(this.members.map((member) => member.client.close()));
   }
 
@@ -122,7 +171,9 @@ export class Fleet {
 
   /** A call to `member` went through. */
   noteSuccess(member: UpstreamMember): void {
-    if (!member.healthy) this.log.info({ upstream: member.name }, 'upstream answering again');
+    if (member.probe !== null) clearTimeout(member.probe);
+    member.probe = null;
+    if (!member.healthy) this.log.info({ upstream: member.name }, 'upstream back in rotation');
     member.healthy = true;
     member.lastError = null;
     member.lastCheckedAt = new Date();

@@ -1,6 +1,6 @@
 import { startSimulator, type Simulator } from '../../src/simulator';
 import { ChatDocument, FleetRecordsDocument, FleetUpstreamsDocument, ModelsDocument } from '../generated/graphql';
-import { codeOf, createApiKey, createUser, dataOf, openaiClient, signInAdmin, type SignedIn } from '../helpers/client';
+import { codeOf, createApiKey, createUser, dataOf, eventually, openaiClient, signInAdmin, usageOf, type SignedIn } from '../helpers/client';
 import { startTestGateway, type TestGateway } from '../helpers/server';
 
 /** Two vLLM servers: both serve `shared`, each one model of its own. */
@@ -86,5 +86,65 @@ describe('a fleet of two upstreams (VLLM_BASE_URL with two URLs)', () => {
       status: 200,
       body: { status: 'ready', database: 'up', upstreams: { healthy: 1, total: 2 } },
     });
+  });
+});
+
+/** Two servers of one model; health probes every 200 ms. */
+describe('failover and health across two upstreams of one model', () => {
+  let a: Simulator;
+  let b: Simulator;
+  let gateway: TestGateway;
+  let admin: SignedIn;
+  let user: SignedIn;
+  const MODELS = ['shared'];
+
+  const ask = () => gateway.gql(ChatDocument, { input: { model: 'shared', messages: [{ role: 'USER', content: 'Say hello.' }], maxTokens: 4 } }, user.token);
+  const statusOf = async (name: string) =>
+    dataOf(await gateway.gql(FleetUpstreamsDocument, {}, admin.token), 'upstreams').upstreams.find((upstream) => upstream.name === name);
+
+  beforeAll(async () => {
+    a = await startSimulator({ models: MODELS, timeToFirstTokenMs: 10, interTokenLatencyMs: 2 });
+    b = await startSimulator({ models: MODELS, timeToFirstTokenMs: 10, interTokenLatencyMs: 2 });
+    gateway = await startTestGateway({ simulator: a, env: { VLLM_BASE_URL: `${a.url},${b.url}`, UPSTREAM_HEALTH_INTERVAL_MS: '200' } });
+    admin = await signInAdmin(gateway);
+    user = await createUser(gateway, admin.token);
+    dataOf(await ask(), 'first chat');
+  });
+  afterAll(async () => {
+    await gateway.stop();
+    await a.stop();
+    await b.stop();
+  });
+
+  it('answers every request while one server is closed, each metered once and named after the server that answered', async () => {
+    const port = Number(new URL(b.url).port);
+    await b.stop();
+    const before = (await usageOf(gateway, user.token)).used;
+    const results = await Promise.all(Array.from({ length: 12 }, () => ask()));
+    for (const result of results) dataOf(result, 'chat while upstream-2 is closed');
+    const ids = new Set(results.map((result) => result.data?.chat.id));
+    const { usage } = dataOf(await gateway.gql(FleetRecordsDocument, {}, user.token), 'usage');
+    const records = usage.nodes.filter((record) => ids.has(record.requestId));
+    expect(records).toHaveLength(12);
+    expect(new Set(records.map((record) => record.upstream))).toEqual(new Set(['upstream-1']));
+    const charged = results.reduce((sum, result) => sum + (result.data?.chat.usage.totalTokens ?? 0), 0);
+    expect((await usageOf(gateway, user.token)).used - before).toBe(charged);
+    expect(await statusOf('upstream-2')).toMatchObject({ healthy: false });
+
+    // Back on the same port: a probe brings it into rotation, and it takes traffic again.
+    b = await startSimulator({ models: MODELS, port, timeToFirstTokenMs: 10, interTokenLatencyMs: 2 });
+    await eventually(async () => ((await statusOf('upstream-2'))?.healthy === true ? true : undefined), 5_000, 'upstream-2 back in rotation');
+    const servedBefore = b.stats.chatRequests;
+    for (const result of await Promise.all(Array.from({ length: 12 }, () => ask()))) dataOf(result, 'chat after upstream-2 came back');
+    expect(b.stats.chatRequests - servedBefore).toBeGreaterThan(0);
+  });
+
+  it('with every server of the model down: UPSTREAM_ERROR, nothing charged', async () => {
+    await a.stop();
+    await b.stop();
+    const before = await usageOf(gateway, user.token);
+    const failed = await ask();
+    expect(codeOf(failed.errors)).toBe('UPSTREAM_ERROR');
+    expect(await usageOf(gateway, user.token)).toEqual(before);
   });
 });
