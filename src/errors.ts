@@ -114,7 +114,3 @@ export class UpstreamError extends DomainError {
     super(message, failure);
   }
 }
-
-export function errorCodeOf(error: unknown): ErrorCode | undefined {
-  return error instanceof DomainError ? error.code : undefined;
-}
