@@ -103,15 +103,22 @@ export class Upstream {
 
   private async fetchModels(): Promise<UpstreamModel[]> {
     const page = await this.client.models.list({ timeout: Math.min(this.options.timeoutMs, 10_000) });
-    const list = page.data.map((model) => {
-      const extra = model as unknown as { max_model_len?: unknown };
+    const cards = page.data.map((model) => {
+      // vLLM's card extensions; a LoRA adapter's card names its base in `parent` and has max_model_len null.
+      const extra = model as unknown as { max_model_len?: unknown; parent?: unknown };
       return {
-        id: model.id,
-        ownedBy: model.owned_by,
-        created: model.created,
-        maxModelLen: typeof extra.max_model_len === 'number' && extra.max_model_len > 0 ? extra.max_model_len : DEFAULT_MAX_MODEL_LEN,
+        model,
+        maxModelLen: typeof extra.max_model_len === 'number' && extra.max_model_len > 0 ? extra.max_model_len : null,
+        parent: typeof extra.parent === 'string' ? extra.parent : null,
       };
     });
+    const ownLength = new Map(cards.map((card) => [card.model.id, card.maxModelLen]));
+    const list = cards.map((card) => ({
+      id: card.model.id,
+      ownedBy: card.model.owned_by,
+      created: card.model.created,
+      maxModelLen: card.maxModelLen ?? (card.parent === null ? null : ownLength.get(card.parent)) ?? DEFAULT_MAX_MODEL_LEN,
+    }));
     this.models = { list, at: Date.now() };
     return list;
   }

@@ -1,4 +1,4 @@
-// node dist/src/simulator/cli.js --port 8000 --model a --model b --ttft-ms 50 --itl-ms 10 \
+// node dist/src/simulator/cli.js --port 8000 --model a --model b --lora adapter --ttft-ms 50 --itl-ms 10 \
 //   --jitter-ms 2 --max-model-len 4096 --api-key KEY [--host 127.0.0.1] [--no-tokenize]
 import { parseArgs } from 'node:util';
 
@@ -22,6 +22,7 @@ function parseOptions(argv: string[]): SimulatorOptions {
       host: { type: 'string' },
       port: { type: 'string' },
       model: { type: 'string', multiple: true },
+      lora: { type: 'string', multiple: true },
       'max-model-len': { type: 'string' },
       'ttft-ms': { type: 'string' },
       'itl-ms': { type: 'string' },
@@ -34,6 +35,7 @@ function parseOptions(argv: string[]): SimulatorOptions {
     host: values.host,
     port: nonNegativeInteger('port', values.port) ?? 8000,
     models: values.model,
+    loras: values.lora,
     maxModelLen: nonNegativeInteger('max-model-len', values['max-model-len']),
     timeToFirstTokenMs: nonNegativeInteger('ttft-ms', values['ttft-ms']),
     interTokenLatencyMs: nonNegativeInteger('itl-ms', values['itl-ms']),

@@ -22,6 +22,8 @@ export interface SimulatorOptions {
   port?: number;
   /** Served model names; like vLLM's --served-model-name, all name one engine. */
   models?: string[];
+  /** LoRA adapters on the base model, listed as vLLM lists `--lora-modules`: their own card, `parent` the base. */
+  loras?: string[];
   maxModelLen?: number;
   /** When set, /v1/* needs `Authorization: Bearer <apiKey>`. */
   apiKey?: string;
@@ -232,6 +234,8 @@ interface Run {
   id: string;
   created: number;
   responseRole: string;
+  /** What the answer names: the LoRA asked for, else the first served name (vLLM's model_name()). */
+  modelName: string;
 }
 
 class VllmSimulator implements Simulator {
@@ -248,6 +252,7 @@ class VllmSimulator implements Simulator {
   origin = '';
   private readonly server: Server;
   private readonly models: readonly string[];
+  private readonly loras: readonly string[];
   private readonly maxModelLen: number;
   private readonly apiKeyHash: Buffer | null;
   private readonly tokenizeEndpoint: boolean;
@@ -256,6 +261,7 @@ class VllmSimulator implements Simulator {
 
   constructor(options: SimulatorOptions) {
     this.models = options.models !== undefined && options.models.length > 0 ? [...options.models] : ['sim-llama-3-8b'];
+    this.loras = options.loras ?? [];
     this.maxModelLen = options.maxModelLen ?? 4096;
     this.apiKeyHash = options.apiKey === undefined ? null : sha256(options.apiKey);
     this.tokenizeEndpoint = options.tokenizeEndpoint ?? true;
@@ -386,45 +392,60 @@ class VllmSimulator implements Simulator {
 
   private modelList(): unknown {
     const created = unixSeconds();
+    const card = (id: string, root: string, parent: string | null, maxModelLen: number | null): unknown => ({
+      id,
+      object: 'model',
+      created,
+      owned_by: 'vllm',
+      root,
+      parent,
+      max_model_len: maxModelLen,
+      permission: [
+        {
+          id: `modelperm-${randomId()}`,
+          object: 'model_permission',
+          created,
+          allow_create_engine: false,
+          allow_sampling: true,
+          allow_logprobs: true,
+          allow_search_indices: false,
+          allow_view: true,
+          allow_fine_tuning: false,
+          organization: '*',
+          group: null,
+          is_blocking: false,
+        },
+      ],
+    });
+    const base = this.models[0];
     return {
       object: 'list',
-      data: this.models.map((id) => ({
-        id,
-        object: 'model',
-        created,
-        owned_by: 'vllm',
-        root: this.models[0],
-        parent: null,
-        max_model_len: this.maxModelLen,
-        permission: [
-          {
-            id: `modelperm-${randomId()}`,
-            object: 'model_permission',
-            created,
-            allow_create_engine: false,
-            allow_sampling: true,
-            allow_logprobs: true,
-            allow_search_indices: false,
-            allow_view: true,
-            allow_fine_tuning: false,
-            organization: '*',
-            group: null,
-            is_blocking: false,
-          },
-        ],
-      })),
+      data: [
+        ...this.models.map((id) => card(id, base, null, this.maxModelLen)),
+        // vLLM's show_available_models: a LoRA card's root is the adapter's path and its max_model_len null.
+        ...this.loras.map((id) => card(id, `/adapters/${id}`, base, null)),
+      ],
     };
   }
 
   /** Resolves `model` (fault suffix allowed, see index.ts) or answers 404 like vLLM. */
   private resolveModel(model: string | null): FaultPlan {
-    if (model === null || this.models.includes(model)) return { fault: null, after: 0 };
+    if (model === null || this.serves(model)) return { fault: null, after: 0 };
     const at = model.lastIndexOf('@');
-    if (at > 0 && this.models.includes(model.slice(0, at))) {
+    if (at > 0 && this.serves(model.slice(0, at))) {
       const faults = parseFaultSpec(model.slice(at + 1));
       if (faults !== null) return faults;
     }
     throw modelNotFound(model);
+  }
+
+  private answeringName(model: string | null): string {
+    const requested = model === null ? null : model.replace(/@[^@]*$/, '');
+    return requested !== null && this.loras.includes(requested) ? requested : this.models[0];
+  }
+
+  private serves(model: string): boolean {
+    return this.models.includes(model) || this.loras.includes(model);
   }
 
   private resolveFaults(req: IncomingMessage, fromModel: FaultPlan): FaultPlan {
@@ -489,6 +510,7 @@ class VllmSimulator implements Simulator {
       // vLLM names the request after X-Request-Id when the client sends one.
       id: `chatcmpl-${typeof requestId === 'string' && requestId !== '' ? requestId : randomId()}`,
       created: unixSeconds(),
+      modelName: this.answeringName(params.model),
       responseRole: params.addGenerationPrompt ? 'assistant' : (params.turns.at(-1)?.role ?? 'assistant'),
     };
     const outcome = params.stream ? await this.stream(run, res) : await this.respondWhole(run, res);
@@ -510,7 +532,7 @@ class VllmSimulator implements Simulator {
     const chunks = new ChunkFormatter(
       run.id,
       run.created,
-      this.models[0],
+      run.modelName,
       run.promptTokens,
       withUsage && run.params.continuousUsageStats,
     );
@@ -574,7 +596,7 @@ class VllmSimulator implements Simulator {
       id: run.id,
       object: 'chat.completion',
       created: run.created,
-      model: this.models[0],
+      model: run.modelName,
       choices: [
         {
           index: 0,
