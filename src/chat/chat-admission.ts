@@ -20,6 +20,8 @@ export interface MeteredChat {
   readonly reservation: Reservation;
   /** The server that counted the prompt and will answer (another one after a failover). */
   readonly upstream: UpstreamLease;
+  /** The session's routing key (per user, so that two users' session ids never meet), or null. */
+  readonly sessionKey: string | null;
 }
 
 /**
@@ -52,9 +54,10 @@ export class ChatAdmission {
       throw BadUserInputError.about('maxTokens', `must be at most ${model.maxModelLen} for ${model.id}.`);
     }
     const params = upstreamParams(model.id, request);
-    const { upstream, prompt } = await this.countPrompt(model.id, params.messages);
+    const sessionKey = request.sessionId == null ? null : `${viewer.userId}:${request.sessionId}`;
+    const { upstream, prompt } = await this.countPrompt(model.id, params.messages, sessionKey);
     try {
-      return { viewer, params, upstream, reservation: await this.reserveFor(viewer, request, iface, model, prompt, upstream.member) };
+      return { viewer, params, upstream, sessionKey, reservation: await this.reserveFor(viewer, request, iface, model, prompt, upstream.member) };
     } catch (error) {
       upstream.end();
       throw error;
@@ -90,10 +93,10 @@ export class ChatAdmission {
    * The prompt counted by a server that serves the model, which then answers it too. A server
    * that fails here leaves the rotation, and the next one is asked (up to UPSTREAM_MAX_ATTEMPTS).
    */
-  private async countPrompt(model: string, messages: readonly ChatMessage[]): Promise<{ upstream: UpstreamLease; prompt: PromptCount }> {
+  private async countPrompt(model: string, messages: readonly ChatMessage[], sessionKey: string | null): Promise<{ upstream: UpstreamLease; prompt: PromptCount }> {
     const tried = new Set<UpstreamMember>();
-    const first = this.fleet.pick(model, tried);
-    if (first === null) throw new UpstreamError(`No upstream serves ${model} right now.`, { unavailable: true });
+    const first = this.fleet.pick(model, tried, sessionKey);
+    if (first === null) throw new UpstreamError(`No upstream serving ${model} is reachable right now.`, { unavailable: true });
     const lease = new UpstreamLease(first);
     for (;;) {
       const upstream = lease.member;
@@ -103,7 +106,7 @@ export class ChatAdmission {
       } catch (error) {
         const failure = upstreamFailure(error, { timedOut: false, timeoutMs: this.config.vllm.timeoutMs, log: this.log });
         this.fleet.noteFailure(upstream, failure);
-        const next = failure instanceof UpstreamError && tried.size < this.config.fleet.maxAttempts ? this.fleet.pick(model, tried) : null;
+        const next = failure instanceof UpstreamError && tried.size < this.config.fleet.maxAttempts ? this.fleet.pick(model, tried, sessionKey) : null;
         if (next === null) {
           lease.end();
           throw failure;

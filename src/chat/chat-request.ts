@@ -3,6 +3,8 @@ import { BadUserInputError } from '../errors';
 import { MAX_TOKEN_COUNT } from '../quota/reservation';
 import type { ChatMessage } from './upstream';
 
+const MAX_SESSION_ID_CHARS = 256;
+
 /** A chat request in the service's terms, whichever API it came through. */
 export interface ChatRequest {
   readonly model: string | null;
@@ -12,6 +14,8 @@ export interface ChatRequest {
   readonly topP?: number | null;
   readonly stop?: readonly string[] | null;
   readonly seed?: number | null;
+  /** Requests of one session go to one upstream while it is healthy, so its prefix cache stays warm. */
+  readonly sessionId?: string | null;
   /** Further vLLM sampling parameters, from the OpenAI-compatible endpoint's allow-list. */
   readonly extra?: Readonly<Record<string, unknown>>;
 }
@@ -56,6 +60,9 @@ export function validateChatRequest(request: ChatRequest, limits: Config['chat']
     }
   }
   if (request.seed != null && !Number.isSafeInteger(request.seed)) throw BadUserInputError.about('seed', 'must be a whole number.');
+  if (request.sessionId != null && (request.sessionId === '' || request.sessionId.length > MAX_SESSION_ID_CHARS)) {
+    throw BadUserInputError.about('sessionId', `must be 1 to ${MAX_SESSION_ID_CHARS} characters.`);
+  }
 }
 
 export function upstreamParams(model: string, request: ChatRequest): UpstreamChatParams {

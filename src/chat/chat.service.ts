@@ -11,6 +11,15 @@ import { UpstreamError } from '../errors';
 import type { Fleet, UpstreamMember } from '../upstreams/fleet';
 import { upstreamFailure } from './upstream-failure';
 
+/** Whether a chunk holds something of the answer (a token, a finish, the usage), not only the role. */
+function carriesOutput(chunk: ChatCompletionChunk): boolean {
+  if ((chunk.usage?.completion_tokens ?? 0) > 0 || chunk.choices.length === 0) return true;
+  return chunk.choices.some((choice) => {
+    const delta = choice.delta as { content?: string | null; reasoning_content?: string | null; reasoning?: string | null; tool_calls?: unknown[] } | undefined;
+    return choice.finish_reason != null || (delta?.content ?? '') !== '' || (delta?.reasoning_content ?? delta?.reasoning ?? '') !== '' || (delta?.tool_calls?.length ?? 0) > 0;
+  });
+}
+
 export type StreamEvent =
   | { readonly kind: 'chunk'; readonly chunk: ChatCompletionChunk; readonly delta: string }
   | { readonly kind: 'end'; readonly finishReason: string | null; readonly usage: TokenCount; readonly charged: SettledUsage | null };
@@ -85,13 +94,17 @@ export class ChatService {
   private async *events(metered: MeteredChat, upstreamCall: AbortController): AsyncGenerator<StreamEvent> {
     const { reservation } = metered;
     const meter = new StreamMeter(reservation.budget);
+    // One controller per try: an idle try is aborted and another server may still take the request.
+    let attempt = new AbortController();
+    const leave = (): void => attempt.abort();
+    upstreamCall.signal.addEventListener('abort', leave, { once: true });
     let timedOut = false;
     let idle: NodeJS.Timeout | undefined;
     const armIdleTimer = (): void => {
       clearTimeout(idle);
       idle = setTimeout(() => {
         timedOut = true;
-        upstreamCall.abort();
+        attempt.abort();
       }, this.config.vllm.timeoutMs);
     };
     // A stream may produce for longer than a reservation lives; keep it alive while it does.
@@ -102,26 +115,38 @@ export class ChatService {
 
     let ending: StreamEnding = 'client_gone';
     let failure: unknown = null;
-    armIdleTimer();
     try {
-      const chunks = await this.withFailover(metered, async (candidate) => {
-        try {
-          return await candidate.client.stream(this.upstreamBody(metered), upstreamCall.signal);
-        } catch (error) {
-          // An abort (client gone, idle timeout) is not the server's failure, and no other server should take it.
-          if (upstreamCall.signal.aborted) throw error;
-          throw this.failure(candidate, error, false);
-        }
-      });
-      for await (const chunk of chunks) {
+      const opened = await this.withFailover(metered, async (candidate) => {
+        attempt = new AbortController();
+        if (upstreamCall.signal.aborted) attempt.abort();
+        timedOut = false;
         armIdleTimer();
-        const delta = meter.observe(chunk);
-        yield { kind: 'chunk', chunk, delta };
+        let opened: { head: ChatCompletionChunk[]; rest: AsyncIterator<ChatCompletionChunk> };
+        try {
+          opened = await this.openStream(await candidate.client.stream(this.upstreamBody(metered), attempt.signal), armIdleTimer);
+        } catch (error) {
+          // The client gone is not the server's failure, and no other server should take it.
+          if (upstreamCall.signal.aborted) throw error;
+          throw this.failure(candidate, error, timedOut);
+        }
+        // The SDK's stream ends quietly, without throwing, when its signal aborts: an idle try is a failed one.
+        if (timedOut && !upstreamCall.signal.aborted) throw this.failure(candidate, new Error('idle'), true);
+        return opened;
+      });
+      for (let next = opened.head.shift(); next !== undefined; next = opened.head.shift()) {
+        const delta = meter.observe(next);
+        yield { kind: 'chunk', chunk: next, delta };
         if (meter.cut) break;
       }
-      // The SDK's stream ends quietly, without throwing, when its signal aborts (client gone,
-      // idle timeout): that is not a finished answer.
-      if (upstreamCall.signal.aborted && !meter.cut) throw new Error('upstream stream aborted');
+      while (!meter.cut) {
+        const next = await opened.rest.next();
+        if (next.done === true) break;
+        armIdleTimer();
+        const delta = meter.observe(next.value);
+        yield { kind: 'chunk', chunk: next.value, delta };
+      }
+      // Ended quietly by an abort (client gone, idle timeout): that is not a finished answer.
+      if (attempt.signal.aborted && !meter.cut) throw new Error('upstream stream aborted');
       ending = 'finished';
       this.fleet.noteSuccess(metered.upstream.member);
     } catch (error) {
@@ -133,9 +158,10 @@ export class ChatService {
     } finally {
       clearTimeout(idle);
       clearInterval(keepReserved);
+      upstreamCall.signal.removeEventListener('abort', leave);
       // Runs also when the consumer leaves mid-stream: the upstream is stopped and what was
       // generated so far is charged, once.
-      upstreamCall.abort();
+      attempt.abort();
       if (ending !== 'finished') {
         const usage = meter.usage(ending);
         await (usage === null ? reservation.release() : reservation.settle(usage));
@@ -146,6 +172,26 @@ export class ChatService {
     const usage = meter.usage('finished');
     const charged = usage === null ? null : await reservation.settle(usage);
     yield { kind: 'end', finishReason: meter.finishReason, usage: meter.tokens, charged };
+  }
+
+  /**
+   * Reads a new stream up to its first chunk that carries output, holding the chunks before it
+   * back: until then nothing of this server's answer reached the client, so when it fails
+   * another server may still answer in its place.
+   */
+  private async openStream(
+    chunks: AsyncIterable<ChatCompletionChunk>,
+    armIdleTimer: () => void,
+  ): Promise<{ head: ChatCompletionChunk[]; rest: AsyncIterator<ChatCompletionChunk> }> {
+    const rest = chunks[Symbol.asyncIterator]();
+    const head: ChatCompletionChunk[] = [];
+    for (;;) {
+      const next = await rest.next();
+      if (next.done === true) return { head, rest };
+      armIdleTimer();
+      head.push(next.value);
+      if (carriesOutput(next.value)) return { head, rest };
+    }
   }
 
   private upstreamBody(metered: MeteredChat): Omit<ChatCompletionCreateParamsBase, 'stream' | 'stream_options'> {
@@ -171,7 +217,7 @@ export class ChatService {
         metered.reservation.servedBy(upstream.name);
         return result;
       } catch (error) {
-        const next = error instanceof UpstreamError && tried.size < this.config.fleet.maxAttempts ? this.fleet.pick(metered.params.model, tried) : null;
+        const next = error instanceof UpstreamError && tried.size < this.config.fleet.maxAttempts ? this.fleet.pick(metered.params.model, tried, metered.sessionKey) : null;
         if (next === null) throw error;
         this.log.warn({ from: upstream.name, to: next.name, requestId: metered.reservation.requestId }, 'retrying on another upstream');
         metered.upstream.moveTo(next);

@@ -43,6 +43,12 @@ export class ChatInput {
 
   @Field(() => Int, { nullable: true })
   seed?: number | null;
+
+  @Field(() => String, {
+    nullable: true,
+    description: "A conversation's key: its requests go to the same upstream while that one is healthy, so vLLM's prefix cache stays warm.",
+  })
+  sessionId?: string | null;
 }
 
 @ObjectType()
@@ -118,5 +124,6 @@ export function chatRequestOf(input: ChatInput): ChatRequest {
     topP: input.topP,
     stop: input.stop,
     seed: input.seed,
+    sessionId: input.sessionId,
   };
 }

@@ -16,8 +16,6 @@ export interface UpstreamOptions {
   readonly apiKey: string | null;
   readonly timeoutMs: number;
   readonly log: Logger;
-  /** How long the model list is trusted before it is asked again. */
-  readonly modelCacheMs?: number;
 }
 
 export interface ChatMessage {
@@ -49,7 +47,6 @@ export class Upstream {
   readonly client: OpenAI;
   private readonly agent: Agent;
   private readonly origin: string;
-  private models: { list: UpstreamModel[]; at: number } | null = null;
   private modelsLoading: Promise<UpstreamModel[]> | null = null;
   /** null until the first /tokenize answer says whether the server has it. */
   private tokenizeAvailable: boolean | null = null;
@@ -78,27 +75,12 @@ export class Upstream {
     }
   }
 
-  /** The next `listModels` asks the server again (it came back, and may serve something else now). */
-  forgetModels(): void {
-    this.models = null;
-  }
-
-  /** What the upstream serves, cached briefly; a failed refresh keeps serving the last good list. */
-  async listModels(): Promise<UpstreamModel[]> {
-    const cacheMs = this.options.modelCacheMs ?? 30_000;
-    if (this.models !== null && Date.now() - this.models.at < cacheMs) return this.models.list;
+  /** What the server lists now; concurrent askers share one request. */
+  listModels(): Promise<UpstreamModel[]> {
     this.modelsLoading ??= this.fetchModels().finally(() => {
       this.modelsLoading = null;
     });
-    try {
-      return await this.modelsLoading;
-    } catch (error) {
-      if (this.models !== null) {
-        this.options.log.warn({ err: error }, 'model list refresh failed; using the last one');
-        return this.models.list;
-      }
-      throw error;
-    }
+    return this.modelsLoading;
   }
 
   private async fetchModels(): Promise<UpstreamModel[]> {
@@ -113,14 +95,12 @@ export class Upstream {
       };
     });
     const ownLength = new Map(cards.map((card) => [card.model.id, card.maxModelLen]));
-    const list = cards.map((card) => ({
+    return cards.map((card) => ({
       id: card.model.id,
       ownedBy: card.model.owned_by,
       created: card.model.created,
       maxModelLen: card.maxModelLen ?? (card.parent === null ? null : ownLength.get(card.parent)) ?? DEFAULT_MAX_MODEL_LEN,
     }));
-    this.models = { list, at: Date.now() };
-    return list;
   }
 
   /**

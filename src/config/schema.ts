@@ -118,9 +118,16 @@ export const SETTINGS = {
     healthIntervalMs: variable({
       name: 'UPSTREAM_HEALTH_INTERVAL_MS',
       group: 'core',
-      meaning: 'how often an upstream that failed is probed (`GET /health`), backing off while it stays down',
+      meaning: 'how often each upstream is checked (`GET /health`); one that failed is probed with backoff to 10 s',
       schema: integer(100, 600_000),
       default: '5000',
+    }),
+    catalogueRefreshMs: variable({
+      name: 'UPSTREAM_MODELS_REFRESH_MS',
+      group: 'core',
+      meaning: 'how often every upstream is asked for its models (`GET /v1/models`); also on its return',
+      schema: integer(1_000, 3_600_000),
+      default: '30000',
     }),
     /** Only before the first token: after it, the answer is already partly the one upstream's. */
     maxAttempts: variable({

@@ -59,7 +59,7 @@ class OpenAICompatibleEndpoint {
     const viewer = await this.services.auth.authenticate(req.headers.authorization ?? null);
     if (req.method !== 'POST') throw methodNotAllowed('POST');
     const parsed = parseChatRequest(await this.body(req));
-    const metered = await this.services.chatAdmission.reserve(viewer, parsed.request, 'openai');
+    const metered = await this.services.chatAdmission.reserve(viewer, { ...parsed.request, sessionId: sessionIdOf(req) }, 'openai');
     if (parsed.stream) return this.stream(res, metered, parsed);
     const { response } = await this.services.chat.complete(metered);
     sendJson(res, 200, response, { 'x-usage-request-id': metered.reservation.requestId });
@@ -118,4 +118,10 @@ function forClient(chunk: ChatCompletionChunk, parsed: ParsedChatRequest): ChatC
   if (chunk.usage === undefined) return chunk;
   const { usage: _usage, ...rest } = chunk;
   return rest as ChatCompletionChunk;
+}
+
+/** `x-session-id`: the conversation's routing key, as vLLM's production-stack router reads it. */
+function sessionIdOf(req: IncomingMessage): string | null {
+  const header = req.headers['x-session-id'];
+  return typeof header === 'string' ? header : null;
 }

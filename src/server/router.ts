@@ -39,7 +39,7 @@ export function createRouter(routes: readonly Route[], config: Config, log: Logg
       if (req.method === 'OPTIONS') {
         res.writeHead(204, {
           'access-control-allow-methods': 'GET, POST, OPTIONS',
-          'access-control-allow-headers': 'authorization, content-type, apollo-require-preflight, x-request-id',
+          'access-control-allow-headers': 'authorization, content-type, apollo-require-preflight, x-request-id, x-session-id',
           'access-control-max-age': '600',
         });
         res.end();

@@ -26,7 +26,8 @@ export async function connectFleet(config: Config, log: Logger): Promise<FleetCo
   const members = specs.map(
     (spec) => new UpstreamMember(spec.name, redactUrl(spec.baseUrl), new Upstream({ baseUrl: spec.baseUrl, apiKey: spec.apiKey, timeoutMs: config.vllm.timeoutMs, log })),
   );
-  const fleet = new Fleet(members, log, config.fleet.healthIntervalMs);
+  const fleet = new Fleet(members, log, config.fleet);
+  await fleet.start();
   return {
     fleet,
     simulator,
