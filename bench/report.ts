@@ -184,6 +184,7 @@ export function renderTables(summary: BenchSummary): string {
       '',
     );
   } else out.push(`Live usage fan-out: FAILED (${summary.fanOutError ?? 'unknown'})`, '');
+  out.push('Fleet', ...fleetSection(summary, table), '');
   const mem = memoryRows(summary);
   out.push('Peak memory (VmHWM)', table(mem.header, mem.rows, mem.align), '');
   const g = goalRows(summary);
@@ -204,6 +205,26 @@ export function renderTables(summary: BenchSummary): string {
   if (summary.notes.length > 0) out.push('Notes:', ...summary.notes.map((n) => `  - ${n}`), '');
   out.push(`Total run time: ${summary.durationSeconds.toFixed(0)} s`);
   return out.join('\n');
+}
+
+/** The fleet scenarios (bench/fleet.ts): throughput with one and two upstreams, and routing's CPU with 1 and 20. */
+function fleetSection(summary: BenchSummary, render: (header: string[], rows: string[][], align: ('l' | 'r')[]) => string): string[] {
+  if (summary.fleet === undefined) return ['Not measured in this run.'];
+  if (summary.fleet === null) return [`The fleet step failed: ${summary.fleetError ?? 'unknown'}.`];
+  const header = ['target', 'rps', 'p50 ms', 'p99 ms', 'added p50 ms', 'throughput ratio', 'gateway CPU ms/request', 'errors'];
+  const align: ('l' | 'r')[] = ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r'];
+  const rows = (results: NonNullable<BenchSummary['fleet']>['throughput']['results']): string[][] =>
+    results.map((r) => [r.label, num(r.rps, 0), num(r.latency.p50), num(r.latency.p99), num(r.addedP50), num(r.throughputRatio), num(r.gatewayCpuMsPerRequest, 3), String(r.errors)]);
+  const { throughput, routingCost } = summary.fleet;
+  return [
+    `One simulator against two behind the gateway, at concurrency ${throughput.concurrency} with a ${throughput.upstreamMs} ms upstream (ratios to the direct call):`,
+    '',
+    render(header, rows(throughput.results), align),
+    '',
+    `The cost of routing: GraphQL \`chat\` at concurrency ${routingCost.concurrency}, ${routingCost.upstreamMs} ms upstream, through a gateway with one upstream and one with twenty configured (ratios to the first):`,
+    '',
+    render(header, rows(routingCost.results), align),
+  ];
 }
 
 // ---------------------------------------------------------------- SVG
@@ -587,6 +608,8 @@ export function renderMarkdown(summary: BenchSummary, chartRef = 'bench/chart.sv
       '',
     );
   } else out.push(`The fan-out step failed: ${summary.fanOutError ?? 'unknown'}.`, '');
+  out.push('## Fleet', '');
+  out.push(...fleetSection(summary, markdownTable), '');
   out.push('## Peak memory', '');
   const mem = memoryRows(summary);
   out.push(markdownTable(mem.header, mem.rows, mem.align), '');

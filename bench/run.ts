@@ -24,6 +24,7 @@ import { closedLoop, gqlStreamOnce, httpOnce, makePool, sseOnce, streamLoop, typ
 import { freePort, findPostmaster, killStartedChildren, peakRss, spawnChild, treePss, type Child } from './lib/proc';
 import { summariseProfile } from './lib/profile';
 import { distribution, median, round } from './lib/stats';
+import { runFleet, type FleetResult } from './fleet';
 import { renderMarkdown, renderSvg, renderTables } from './report';
 import {
   TARGET_KEYS,
@@ -927,7 +928,7 @@ async function main(): Promise<void> {
     for (const target of targets.http.values()) await closedLoop(8, PLAN.globalWarmMs, () => httpOnce(target));
     for (const target of targets.sse.values()) await streamLoop(4, PLAN.globalWarmMs / 2, () => sseOnce(target));
 
-    const scenarioCount = UPSTREAM_MS.length * CONCURRENCIES.length + STREAM_CONCURRENCIES.length + 2;
+    const scenarioCount = UPSTREAM_MS.length * CONCURRENCIES.length + STREAM_CONCURRENCIES.length + 4;
     let scenarioIndex = 0;
     const progress = (text: string): void => {
       scenarioIndex += 1;
@@ -1016,6 +1017,32 @@ async function main(): Promise<void> {
       progress(`profile FAILED: ${profileError}`);
     }
 
+    let fleet: FleetResult | null = null;
+    let fleetError: string | null = null;
+    try {
+      let fleetGateways = 0;
+      const currentSim = sim;
+      fleet = await runFleet({
+        rounds: PLAN.rounds,
+        roundMs: PLAN.roundMs,
+        warmMs: PLAN.warmMs,
+        model,
+        token: tokens[0] as string,
+        simulator: currentSim,
+        startSimulator: startSimulatorChild,
+        startGateway: async (upstreamUrls) => {
+          fleetGateways += 1;
+          return startGateway(gatewayEnv(db?.url ?? '', upstreamUrls.join(','), await freePort(), path.join(root, `fleet-gateway-${fleetGateways}`), jwtSecret));
+        },
+        chatBody: (chatModel) =>
+          JSON.stringify({ query: CHAT_MUTATION, variables: { input: { model: chatModel, messages: [{ role: 'USER', content: PROMPT }], maxTokens: NONSTREAM_TOKENS, seed: 7 } } }),
+        say: progress,
+      });
+    } catch (error) {
+      fleetError = error instanceof Error ? error.message : String(error);
+      progress(`fleet FAILED: ${fleetError}`);
+    }
+
     const summary: BenchSummary = {
       generatedAt: new Date().toISOString(),
       quick: QUICK,
@@ -1043,6 +1070,8 @@ async function main(): Promise<void> {
       memory,
       profile,
       profileError,
+      fleet,
+      fleetError,
       goals: goals(nonStream),
       foreignCoresBefore,
       foreignCpu: monitor.stop(),

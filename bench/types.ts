@@ -1,3 +1,4 @@
+import type { FleetResult } from './fleet';
 import type { Distribution } from './lib/stats';
 import type { ForeignCpu } from './lib/cpu';
 import type { ProfileSummary } from './lib/profile';
@@ -181,6 +182,9 @@ export interface BenchSummary {
   memory: MemoryResult[];
   profile: ProfileResult | null;
   profileError: string | null;
+  /** Absent in runs from before the fleet scenarios. */
+  fleet?: FleetResult | null;
+  fleetError?: string | null;
   goals: Goal[];
   /** Cores used by other processes in the 2 s before the run. */
   foreignCoresBefore: number | null;
