@@ -25,9 +25,10 @@ export interface FleetDeps {
   readonly warmMs: number;
   readonly model: string;
   readonly token: string;
-  /** The first simulator (already running); the scenarios start and stop the second. */
+  /** The first simulator (already running); the scenarios start and stop the others. */
   readonly simulator: FleetSimulator;
-  startSimulator(): Promise<FleetSimulator>;
+  /** `host` 0.0.0.0: reachable at every loopback address. */
+  startSimulator(host?: string): Promise<FleetSimulator>;
   /** A gateway over these upstream base URLs (comma-separated into VLLM_BASE_URL). */
   startGateway(upstreamUrls: readonly string[]): Promise<FleetGateway>;
   chatBody(model: string): string;
@@ -131,6 +132,7 @@ async function measure(name: string, targets: readonly Target[], concurrency: nu
 
 export async function runFleet(deps: FleetDeps): Promise<FleetResult> {
   const second = await deps.startSimulator();
+  let everywhere: FleetSimulator | null = null;
   const started: FleetGateway[] = [];
   const targets: Target[] = [];
   try {
@@ -159,7 +161,10 @@ export async function runFleet(deps: FleetDeps): Promise<FleetResult> {
     );
 
     await deps.simulator.setLatency(0, 0);
-    const many = await deps.startGateway(Array.from({ length: ROUTING_UPSTREAMS }, () => deps.simulator.url));
+    // Twenty distinct upstreams (a URL may be configured once) that are one simulator process, at 0 ms like the first gateway's.
+    everywhere = await deps.startSimulator('0.0.0.0');
+    const port = new URL(everywhere.url).port;
+    const many = await deps.startGateway(Array.from({ length: ROUTING_UPSTREAMS }, (_, i) => `http://127.0.0.${i + 1}:${port}/v1`));
     started.push(many);
     const routing = [graphqlTarget('GraphQL chat, 1 upstream', 1, one, deps), graphqlTarget(`GraphQL chat, ${ROUTING_UPSTREAMS} upstreams`, ROUTING_UPSTREAMS, many, deps)];
     targets.push(...routing);
@@ -170,5 +175,6 @@ export async function runFleet(deps: FleetDeps): Promise<FleetResult> {
     for (const target of targets) await target.http.pool.close();
     for (const gateway of started) await gateway.proc.stop().catch(() => undefined);
     await second.stop();
+    await everywhere?.stop();
   }
 }

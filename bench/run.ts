@@ -112,8 +112,8 @@ interface Simulator {
   stop(): Promise<void>;
 }
 
-async function startSimulatorChild(): Promise<Simulator> {
-  const child = fork(path.join(__dirname, 'sim-child.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+async function startSimulatorChild(host = '127.0.0.1'): Promise<Simulator> {
+  const child = fork(path.join(__dirname, 'sim-child.js'), [host], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   let nextId = 1;
   const pending = new Map<number, () => void>();
   const ready = new Promise<{ url: string; origin: string }>((resolve, reject) => {

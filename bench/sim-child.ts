@@ -17,7 +17,9 @@ async function main(): Promise<void> {
   const send = (message: unknown): void => {
     process.send?.(message);
   };
-  const simulator = await startSimulator({ host: '127.0.0.1', port: 0, timeToFirstTokenMs: 0, interTokenLatencyMs: 0, jitterMs: 0 });
+  // The routing scenario reaches one simulator as twenty distinct upstreams (127.0.0.1 to .20): it binds every address.
+  const host = process.argv[2] ?? '127.0.0.1';
+  const simulator = await startSimulator({ host, port: 0, timeToFirstTokenMs: 0, interTokenLatencyMs: 0, jitterMs: 0 });
   process.on('message', (raw: Command) => {
     if (raw.type === 'latency') {
       simulator.setLatency({
