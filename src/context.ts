@@ -15,6 +15,8 @@ export interface GraphQLContext {
   readonly authorization: string | null;
   readonly clientAddress: string;
   readonly transport: 'http' | 'ws';
+  /** performance.now() when the request (or the socket's operation) arrived. */
+  readonly receivedAt: number;
   /** Set by `@auth` once the credentials are verified (or by the socket, at connection_init). */
   viewer?: Viewer;
   /** Set by `@quota`: the reservation of the field's upstream call. */

@@ -8,6 +8,7 @@ import type { Clock } from './clock';
 import type { Config } from './config';
 import type { Database } from './db/database';
 import type { Logger } from './logger';
+import { GatewayMetrics } from './metrics/metrics';
 import { QuotaService } from './quota/quota.service';
 import { RateLimiter } from './quota/rate-limiter';
 import type { ServerInfo } from './server-info/server-info.resolver';
@@ -33,6 +34,7 @@ export interface Services {
   readonly fleet: Fleet;
   readonly usageBus: UsageBus;
   readonly usage: UsageService;
+  readonly metrics: GatewayMetrics;
 }
 
 export interface ServiceDependencies {
@@ -47,11 +49,12 @@ export interface ServiceDependencies {
 
 export function createServices(deps: ServiceDependencies): Services {
   const { config, log, db, clock, fleet, usageBus } = deps;
+  const metrics = new GatewayMetrics(fleet);
   const auth = new AuthService(config, new PasswordHasher(config.passwordHash), log, db);
   const rateLimiter = new RateLimiter(config.rateLimit, db);
   // A reservation outlives its request only if the process died; a minute past the upstream
   // timeout, the reaper may safely give it back.
-  const quota = new QuotaService(db, rateLimiter, clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60);
+  const quota = new QuotaService(db, rateLimiter, clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60, metrics);
   const promptCounter = new PromptCounter(config.vllm.tiktokenMargin);
   return {
     config,
@@ -64,10 +67,11 @@ export function createServices(deps: ServiceDependencies): Services {
     users: new UserService(config, auth, quota, log, db),
     quota,
     rateLimiter,
-    chatAdmission: new ChatAdmission(config, fleet, promptCounter, quota, rateLimiter, log),
+    chatAdmission: new ChatAdmission(config, fleet, promptCounter, quota, rateLimiter, metrics, log),
     chat: new ChatService(config, fleet, promptCounter, quota.extendEveryMs, log),
     fleet,
     usageBus,
     usage: new UsageService(usageBus, auth, db),
+    metrics,
   };
 }

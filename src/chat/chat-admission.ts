@@ -3,6 +3,7 @@ import type { Viewer } from '../auth/viewer';
 import type { Config } from '../config';
 import { BadUserInputError, UpstreamError } from '../errors';
 import type { Logger } from '../logger';
+import { ChatObservation, outcomeOf, type GatewayMetrics } from '../metrics/metrics';
 import type { QuotaService } from '../quota/quota.service';
 import type { RateLimiter } from '../quota/rate-limiter';
 import type { ChatInterface, Reservation } from '../quota/reservation';
@@ -20,6 +21,8 @@ export interface MeteredChat {
   readonly reservation: Reservation;
   /** The server that counted the prompt and will answer (another one after a failover). */
   readonly upstream: UpstreamLease;
+  /** The request's clock, for the metrics; ended by the chat service. */
+  readonly observation: ChatObservation;
   /** The session's routing key (per user, so that two users' session ids never meet), or null. */
   readonly sessionKey: string | null;
 }
@@ -36,6 +39,7 @@ export class ChatAdmission {
     private readonly promptCounter: PromptCounter,
     private readonly quota: QuotaService,
     private readonly rateLimiter: RateLimiter,
+    private readonly metrics: GatewayMetrics,
     private readonly log: Logger,
   ) {}
 
@@ -44,20 +48,35 @@ export class ChatAdmission {
     return models.map(({ id, maxModelLen, ownedBy }) => ({ id, maxModelLen, ownedBy }));
   }
 
-  /** Throws BAD_USER_INPUT, RATE_LIMITED or QUOTA_EXCEEDED when the request may not start. */
-  async reserve(viewer: Viewer, request: ChatRequest, iface: ChatInterface): Promise<MeteredChat> {
+  /**
+   * Throws BAD_USER_INPUT, RATE_LIMITED or QUOTA_EXCEEDED when the request may not start.
+   * `receivedAt` (performance.now()) is when the request arrived, for its duration and overhead.
+   */
+  async reserve(viewer: Viewer, request: ChatRequest, iface: ChatInterface, receivedAt = performance.now()): Promise<MeteredChat> {
+    const observation = new ChatObservation(this.metrics, iface, receivedAt);
+    observation.model = request.model;
+    try {
+      return await this.admit(viewer, request, iface, observation);
+    } catch (error) {
+      observation.end(outcomeOf(error));
+      throw error;
+    }
+  }
+
+  private async admit(viewer: Viewer, request: ChatRequest, iface: ChatInterface, observation: ChatObservation): Promise<MeteredChat> {
     validateChatRequest(request, this.config.chat);
     // Before the prompt is counted: a user over the limit must not keep the tokenizer busy either.
     await this.rateLimiter.admit(viewer.userId);
     const model = await this.resolveModel(request.model);
+    observation.model = model.id;
     if (request.maxTokens !== null && request.maxTokens > model.maxModelLen) {
       throw BadUserInputError.about('maxTokens', `must be at most ${model.maxModelLen} for ${model.id}.`);
     }
     const params = upstreamParams(model.id, request);
     const sessionKey = request.sessionId == null ? null : `${viewer.userId}:${request.sessionId}`;
-    const { upstream, prompt } = await this.countPrompt(model.id, params.messages, sessionKey);
+    const { upstream, prompt } = await observation.waitingOnUpstream(() => this.countPrompt(model.id, params.messages, sessionKey));
     try {
-      return { viewer, params, upstream, sessionKey, reservation: await this.reserveFor(viewer, request, iface, model, prompt, upstream.member) };
+      return { viewer, params, upstream, sessionKey, observation, reservation: await this.reserveFor(viewer, request, iface, model, prompt, upstream.member) };
     } catch (error) {
       upstream.end();
       throw error;

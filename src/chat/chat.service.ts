@@ -10,6 +10,7 @@ import { StreamMeter, type StreamEnding } from './stream-meter';
 import { UpstreamError } from '../errors';
 import type { Fleet, UpstreamMember } from '../upstreams/fleet';
 import { upstreamFailure } from './upstream-failure';
+import { outcomeOf } from '../metrics/metrics';
 
 /** Whether a chunk holds something of the answer (a token, a finish, the usage), not only the role. */
 function carriesOutput(chunk: ChatCompletionChunk): boolean {
@@ -42,13 +43,14 @@ export class ChatService {
 
   /** A whole answer at once, as the upstream sent it, settled with the usage it reports. */
   async complete(metered: MeteredChat): Promise<{ response: ChatCompletion; usage: TokenCount }> {
-    const { reservation } = metered;
+    const { reservation, observation } = metered;
+    let failed: unknown = null;
     try {
       const response = await this.withFailover(metered, async (upstream) => {
         const controller = new AbortController();
         const timer = setTimeout(() => controller.abort(), this.config.vllm.timeoutMs);
         try {
-          const response = await upstream.client.complete(this.upstreamBody(metered), controller.signal);
+          const response = await observation.waitingOnUpstream(() => upstream.client.complete(this.upstreamBody(metered), controller.signal));
           this.fleet.noteSuccess(upstream);
           return response;
         } catch (error) {
@@ -62,9 +64,13 @@ export class ChatService {
       const completionTokens = reported?.completion_tokens ?? this.promptCounter.countText(response.choices[0]?.message?.content ?? '');
       await reservation.settle({ promptTokens, completionTokens, usageSource: reported == null ? 'estimated' : 'reported', status: 'completed' });
       return { response, usage: { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens } };
+    } catch (error) {
+      failed = error;
+      throw error;
     } finally {
       metered.upstream.end();
       await reservation.release();
+      observation.end(failed === null ? 'ok' : outcomeOf(failed));
     }
   }
 
@@ -87,12 +93,14 @@ export class ChatService {
         clientGone?.removeEventListener('abort', leave);
         metered.upstream.end();
         await metered.reservation.release();
+        // A stream closed before it began was left by its client.
+        metered.observation.end(metered.observation.outcome ?? 'aborted');
       },
     });
   }
 
   private async *events(metered: MeteredChat, upstreamCall: AbortController): AsyncGenerator<StreamEvent> {
-    const { reservation } = metered;
+    const { reservation, observation } = metered;
     const meter = new StreamMeter(reservation.budget);
     // One controller per try: an idle try is aborted and another server may still take the request.
     let attempt = new AbortController();
@@ -123,7 +131,9 @@ export class ChatService {
         armIdleTimer();
         let opened: { head: ChatCompletionChunk[]; rest: AsyncIterator<ChatCompletionChunk> };
         try {
-          opened = await this.openStream(await candidate.client.stream(this.upstreamBody(metered), attempt.signal), armIdleTimer);
+          opened = await observation.waitingOnUpstream(async () =>
+            this.openStream(await candidate.client.stream(this.upstreamBody(metered), attempt.signal), armIdleTimer),
+          );
         } catch (error) {
           // The client gone is not the server's failure, and no other server should take it.
           if (upstreamCall.signal.aborted) throw error;
@@ -134,14 +144,16 @@ export class ChatService {
         return opened;
       });
       for (let next = opened.head.shift(); next !== undefined; next = opened.head.shift()) {
+        if (carriesOutput(next)) observation.firstToken();
         const delta = meter.observe(next);
         yield { kind: 'chunk', chunk: next, delta };
         if (meter.cut) break;
       }
       while (!meter.cut) {
-        const next = await opened.rest.next();
+        const next = await observation.waitingOnUpstream(() => opened.rest.next());
         if (next.done === true) break;
         armIdleTimer();
+        observation.firstToken();
         const delta = meter.observe(next.value);
         yield { kind: 'chunk', chunk: next.value, delta };
       }
@@ -159,6 +171,7 @@ export class ChatService {
       clearTimeout(idle);
       clearInterval(keepReserved);
       upstreamCall.signal.removeEventListener('abort', leave);
+      observation.outcome = ending === 'finished' ? 'ok' : ending === 'client_gone' ? 'aborted' : 'upstream_error';
       // Runs also when the consumer leaves mid-stream: the upstream is stopped and what was
       // generated so far is charged, once.
       attempt.abort();

@@ -167,6 +167,16 @@ export const SETTINGS = {
       default: String(30 * 86_400),
     }),
   },
+  metrics: {
+    token: optional({
+      name: 'METRICS_TOKEN',
+      group: 'core',
+      meaning: '`GET /metrics` answers only `Authorization: Bearer <METRICS_TOKEN>`',
+      schema: z.string().min(16, { error: 'must be at least 16 characters' }),
+      unset: null,
+      unsetMeans: 'open in development; not served in production',
+    }),
+  },
   admin: {
     email: variable({
       name: 'ADMIN_EMAIL',

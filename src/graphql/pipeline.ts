@@ -42,6 +42,6 @@ export function createGraphQLPipeline(config: Config, services: Services, log: L
     parseOptions: parseOptions(config),
     documents: new DocumentCache(schema, validationRules, config.graphql.maxTokens),
     formatError: createGraphQLErrorFormatter(config, log),
-    context: (origin) => ({ ...origin, log, services }),
+    context: (origin) => ({ ...origin, receivedAt: performance.now(), log, services }),
   };
 }

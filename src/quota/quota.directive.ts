@@ -31,7 +31,7 @@ export function applyQuotaDirective(schema: GraphQLSchema): GraphQLSchema {
       const reserving =
         (inner: Resolver): Resolver =>
         async (source, args, ctx, info) => {
-          ctx.metered = await ctx.services.chatAdmission.reserve(viewerOf(ctx), chatRequestOf(args.input), 'graphql');
+          ctx.metered = await ctx.services.chatAdmission.reserve(viewerOf(ctx), chatRequestOf(args.input), 'graphql', ctx.receivedAt);
           return inner(source, args, ctx, info);
         };
       const subscribe = fieldConfig.subscribe as Resolver | undefined;

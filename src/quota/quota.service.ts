@@ -1,3 +1,4 @@
+import type { GatewayMetrics } from '../metrics/metrics';
 import type { Clock } from '../clock';
 import type { Database, Sql } from '../db/database';
 import { QuotaExceededError, UnauthenticatedError } from '../errors';
@@ -47,8 +48,9 @@ export class QuotaService {
     private readonly log: Logger,
     /** How long a reservation may live before the reaper treats its process as dead. */
     reservationTtlSeconds: number,
+    metrics: GatewayMetrics,
   ) {
-    this.ledger = { db, rateLimiter, clock, log, ttlSeconds: reservationTtlSeconds };
+    this.ledger = { db, rateLimiter, clock, log, ttlSeconds: reservationTtlSeconds, metrics };
   }
 
   /** How often a running stream should extend its reservation. */

@@ -1,6 +1,7 @@
 import type { Clock } from '../clock';
 import type { Database } from '../db/database';
 import type { Logger } from '../logger';
+import type { GatewayMetrics } from '../metrics/metrics';
 import { encodeUnsettled } from '../usage/usage-wire';
 import { EXTEND_SQL, RELEASE_SQL, SETTLE_SQL } from './ledger-sql';
 import type { RateLimiter } from './rate-limiter';
@@ -60,6 +61,7 @@ export interface LedgerAccess {
   readonly log: Logger;
   /** How long a reservation may live before the reaper treats its process as dead. */
   readonly ttlSeconds: number;
+  readonly metrics: GatewayMetrics;
 }
 
 function clampCount(value: number): number {
@@ -85,6 +87,7 @@ export class Reservation {
     private readonly ledger: LedgerAccess,
   ) {
     this.upstream = target.upstream;
+    ledger.metrics.reservationOpened();
   }
 
   /** Names the server that answered, for the usage record. */
@@ -98,14 +101,19 @@ export class Reservation {
 
   /** Charges `usage` (counts clamped to what a record holds). */
   settle(usage: Usage): Promise<SettledUsage | null> {
-    this.ended ??= this.charge({ ...usage, promptTokens: clampCount(usage.promptTokens), completionTokens: clampCount(usage.completionTokens) });
+    this.ended ??= this.ending(this.charge({ ...usage, promptTokens: clampCount(usage.promptTokens), completionTokens: clampCount(usage.completionTokens) }));
     return this.ended;
   }
 
   /** Gives the whole reservation back, unless it has already ended. */
   release(): Promise<SettledUsage | null> {
-    this.ended ??= this.giveBack().then(() => null);
+    this.ended ??= this.ending(this.giveBack().then(() => null));
     return this.ended;
+  }
+
+  private ending<T>(end: Promise<T>): Promise<T> {
+    this.ledger.metrics.reservationEnded();
+    return end;
   }
 
   /**
@@ -168,6 +176,7 @@ export class Reservation {
     const used = Number(row.used);
     const reserved = Number(row.reserved);
     const chargedTokens = row.charged ?? 0;
+    if (row.charged !== null) ledger.metrics.recorded(target.model, usage.promptTokens, usage.completionTokens);
     // The minute's token count held the whole reservation; it keeps what was charged. The charge
     // is committed and announced already: a failure here must not undo either.
     if (this.inRateWindow) {

@@ -4,7 +4,10 @@ import { VERSION } from '../version';
 import { sendJson } from './http';
 import type { Route } from './router';
 
-/** `/healthz`: the process answers. `/readyz`: and its database does (with the upstreams' state beside it). */
+/**
+ * `/healthz`: the process answers (liveness). `/readyz`: it can serve chat: its database answers
+ * and at least one upstream is in rotation; the JSON says which part is missing.
+ */
 export function healthRoutes(db: Database, fleet: Fleet): Route[] {
   return [
     { path: '/healthz', handle: (_req, res) => sendJson(res, 200, { status: 'ok', version: VERSION }) },
@@ -13,12 +16,13 @@ export function healthRoutes(db: Database, fleet: Fleet): Route[] {
       handle: async (_req, res) => {
         const members = fleet.status();
         const upstreams = { healthy: members.filter((member) => member.healthy).length, total: members.length };
-        try {
-          await db.query('select 1');
-          sendJson(res, 200, { status: 'ready', database: 'up', upstreams });
-        } catch {
-          sendJson(res, 503, { status: 'unavailable', reason: 'database unreachable', database: 'down', upstreams });
-        }
+        const database = await db.query('select 1').then(
+          () => 'up' as const,
+          () => 'down' as const,
+        );
+        if (database === 'down') return sendJson(res, 503, { status: 'unavailable', reason: 'database unreachable', database, upstreams });
+        if (upstreams.healthy === 0) return sendJson(res, 503, { status: 'unavailable', reason: 'no upstream in rotation', database, upstreams });
+        sendJson(res, 200, { status: 'ready', database, upstreams });
       },
     },
   ];

@@ -11,6 +11,7 @@ import { USAGE_PAGE_ASSET_DIR, usagePageSite } from '../usage-page';
 import { GRAPHQL_PATH, graphqlRoute, startApollo } from './graphql-http';
 import { acceptUpgrades, startGraphQLWebSocket } from './graphql-ws';
 import { healthRoutes } from './health';
+import { metricsRoutes } from '../metrics/metrics.route';
 import { createRouter } from './router';
 import { staticRoute } from './static-files';
 
@@ -35,12 +36,14 @@ export async function startHttp(config: Config, services: Services, notification
   const pipeline = createGraphQLPipeline(config, services, log);
   const ws = startGraphQLWebSocket(pipeline, services, config, log);
   ws.sockets.followCredentialChanges(notifications);
+  services.metrics.countWebSocketsWith(() => ws.sockets.size);
   const apollo = await startApollo(pipeline, config, httpServer, () => ws.dispose());
   httpServer.on(
     'request',
     createRouter(
       [
         ...healthRoutes(services.db, services.fleet),
+        ...metricsRoutes(config, services.metrics),
         staticRoute(usagePageSite),
         staticRoute({ prefix: '/graphiql', dir: GRAPHIQL_ASSET_DIR }),
         ...openAIRoutes(services),

@@ -24,6 +24,11 @@ export class SocketRegistry {
   private readonly byUser = new Map<string, Set<TrackedSocket>>();
   private readonly bySocket = new Map<WebSocket, TrackedSocket>();
 
+  /** Open sockets, every user's. */
+  get size(): number {
+    return this.bySocket.size;
+  }
+
   constructor(
     private readonly auth: AuthService,
     private readonly maxPerUser: number,

@@ -164,6 +164,7 @@ describe('@auth at run time, for every guarded root field', () => {
         authorization: null,
         clientAddress: '127.0.0.1',
         transport: 'ws',
+      receivedAt: performance.now(),
       };
       const outcome = await subscribe({ schema: executable, document: parse(document), variableValues: variables, contextValue });
       expect(Symbol.asyncIterator in outcome).toBe(false);
