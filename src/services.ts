@@ -50,7 +50,7 @@ export interface ServiceDependencies {
 export function createServices(deps: ServiceDependencies): Services {
   const { config, log, db, clock, fleet, usageBus } = deps;
   const audit = new AuditService(config.audit, db, clock, log);
-  const auth = new AuthService(config, new PasswordHasher(config.passwordHash), log, db);
+  const auth = new AuthService(config, new PasswordHasher(config.passwordHash), audit, log, db);
   const rateLimiter = new RateLimiter(config.rateLimit, db);
   // A reservation outlives its request only if the process died; a minute past the upstream
   // timeout, the reaper may safely give it back.
@@ -64,8 +64,8 @@ export function createServices(deps: ServiceDependencies): Services {
     serverInfo: deps.serverInfo,
     audit,
     auth,
-    apiKeys: new ApiKeyService(auth, log, db),
-    users: new UserService(config, auth, quota, log, db),
+    apiKeys: new ApiKeyService(auth, audit, log, db),
+    users: new UserService(config, auth, audit, quota, log, db),
     quota,
     rateLimiter,
     chatAdmission: new ChatAdmission(config, fleet, promptCounter, quota, rateLimiter, log),
