@@ -1,3 +1,4 @@
+import { AuditService } from './audit/audit.service';
 import { ApiKeyService } from './auth/api-key.service';
 import { AuthService } from './auth/auth.service';
 import { PasswordHasher } from './auth/passwords';
@@ -24,6 +25,7 @@ export interface Services {
   readonly db: Database;
   readonly clock: Clock;
   readonly serverInfo: ServerInfo;
+  readonly audit: AuditService;
   readonly auth: AuthService;
   readonly apiKeys: ApiKeyService;
   readonly users: UserService;
@@ -50,7 +52,8 @@ export interface ServiceDependencies {
 export function createServices(deps: ServiceDependencies): Services {
   const { config, log, db, clock, fleet, usageBus } = deps;
   const metrics = new GatewayMetrics(fleet);
-  const auth = new AuthService(config, new PasswordHasher(config.passwordHash), log, db);
+  const audit = new AuditService(config.audit, db, clock, log);
+  const auth = new AuthService(config, new PasswordHasher(config.passwordHash), audit, log, db);
   const rateLimiter = new RateLimiter(config.rateLimit, db);
   // A reservation outlives its request only if the process died; a minute past the upstream
   // timeout, the reaper may safely give it back.
@@ -62,9 +65,10 @@ export function createServices(deps: ServiceDependencies): Services {
     db,
     clock,
     serverInfo: deps.serverInfo,
+    audit,
     auth,
-    apiKeys: new ApiKeyService(auth, log, db),
-    users: new UserService(config, auth, quota, log, db),
+    apiKeys: new ApiKeyService(auth, audit, log, db),
+    users: new UserService(config, auth, audit, quota, log, db),
     quota,
     rateLimiter,
     chatAdmission: new ChatAdmission(config, fleet, promptCounter, quota, rateLimiter, metrics, log),

@@ -20,14 +20,14 @@ export class AuthResolver {
 
   @Mutation(() => AuthPayload, { description: 'Rotates the refresh token: the one given stops working.' })
   async refresh(@Arg('refreshToken', () => String) refreshToken: string, @Ctx() ctx: GraphQLContext): Promise<IssuedTokens> {
-    const issued = await ctx.services.auth.refresh(refreshToken);
+    const issued = await ctx.services.auth.refresh(refreshToken, ctx.clientAddress);
     ctx.viewer = issued.viewer;
     return issued;
   }
 
   @Mutation(() => Boolean, { description: 'Ends the session of this refresh token; false if it had already ended.' })
   logout(@Arg('refreshToken', () => String) refreshToken: string, @Ctx() ctx: GraphQLContext) {
-    return ctx.services.auth.logout(refreshToken);
+    return ctx.services.auth.logout(refreshToken, ctx.clientAddress);
   }
 
   @Directive('@auth')
@@ -45,13 +45,13 @@ export class AuthResolver {
   @Directive('@auth')
   @Mutation(() => CreatedApiKey, { description: 'The secret is in this answer only.' })
   createApiKey(@Arg('name', () => String) name: string, @CurrentViewer() viewer: Viewer, @Ctx() ctx: GraphQLContext) {
-    return ctx.services.apiKeys.create(viewer, name);
+    return ctx.services.apiKeys.create(viewer, name, ctx.clientAddress);
   }
 
   @Directive('@auth')
   @Mutation(() => Boolean, { description: 'False when the key was already revoked.' })
   revokeApiKey(@Arg('id', () => ID) id: string, @CurrentViewer() viewer: Viewer, @Ctx() ctx: GraphQLContext) {
-    return ctx.services.apiKeys.revoke(viewer, id);
+    return ctx.services.apiKeys.revoke(viewer, id, ctx.clientAddress);
   }
 
   @Directive('@auth')

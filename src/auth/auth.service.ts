@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto';
+import type { AuditService } from '../audit/audit.service';
+import { AuditAction } from '../audit/audit.types';
 import type { Config } from '../config';
 import type { Database, Sql } from '../db/database';
 import { notify, type SentTopic } from '../db/notifications';
 import { BadUserInputError, ForbiddenError, UnauthenticatedError } from '../errors';
 import type { Logger } from '../logger';
-import { normalizeEmail, passwordLength } from '../rules';
+import { isEmail, normalizeEmail, passwordLength } from '../rules';
 import { Role, User } from '../users/user.entity';
 import { AuthStateCache, type ApiKeyAuthState, type UserAuthState } from './auth-state-cache';
 import { LoginThrottle } from './login-throttle';
@@ -69,6 +71,7 @@ export class AuthService {
   constructor(
     private readonly config: Config,
     readonly passwords: PasswordHasher,
+    private readonly audit: AuditService,
     private readonly log: Logger,
     private readonly db: Database,
   ) {
@@ -137,6 +140,16 @@ export class AuthService {
         ? await this.passwords.verifyDummy(password)
         : await this.passwords.verify(user.passwordHash, password);
     if (user === null || !passwordMatches || user.disabled) {
+      // A refusal changes nothing of its own (the throttle counted the attempt already): its entry is written alone.
+      await this.audit.record(this.db, {
+        action: AuditAction.LOGIN_FAILED,
+        actor: { userId: null, ip: clientAddress },
+        targetUserId: user?.id ?? null,
+        details: {
+          email: isEmail(normalized) ? normalized : null,
+          reason: user === null ? 'UNKNOWN_EMAIL' : passwordMatches ? 'USER_DISABLED' : 'WRONG_PASSWORD',
+        },
+      });
       this.log.info({ event: 'login_failed', clientAddress }, 'sign-in refused');
       throw new UnauthenticatedError('Wrong email or password.');
     }
@@ -144,6 +157,7 @@ export class AuthService {
     const issued = await this.db.transaction(async (tx) => {
       await this.throttle.succeeded(tx, subjects);
       if (rehashed !== null) await tx.query('update users set password_hash = $2, updated_at = now() where id = $1', [user.id, rehashed]);
+      await this.audit.record(tx, { action: AuditAction.LOGIN, actor: { userId: user.id, ip: clientAddress }, targetUserId: user.id, details: null });
       return this.startSession(tx, user, randomUUID());
     });
     this.log.info({ event: 'login', userId: user.id }, 'signed in');
@@ -151,11 +165,11 @@ export class AuthService {
   }
 
   /** Rotates a refresh token. Presenting one that was already rotated ends its whole family. */
-  async refresh(refreshToken: string): Promise<IssuedTokens> {
+  async refresh(refreshToken: string, clientAddress: string): Promise<IssuedTokens> {
     const session = await this.findSession(refreshToken);
     if (session === undefined || session.revoked_at !== null) throw new UnauthenticatedError('The refresh token is not valid.');
     if (session.replaced_at !== null) {
-      await this.revokeFamily(this.db, session.family_id);
+      await this.db.transaction((tx) => this.endReusedFamily(tx, session, clientAddress));
       this.log.warn({ event: 'refresh_reuse', userId: session.id, familyId: session.family_id }, 'refresh token reused: session family revoked');
       throw new UnauthenticatedError('The refresh token is not valid.');
     }
@@ -171,7 +185,7 @@ export class AuthService {
         [session.session_id],
       );
       if (rotated.length === 0) {
-        await this.revokeFamily(tx, session.family_id);
+        await this.endReusedFamily(tx, session, clientAddress);
         return null;
       }
       return this.startSession(tx, user, session.family_id);
@@ -181,10 +195,14 @@ export class AuthService {
   }
 
   /** Ends the session the refresh token belongs to; false when the token is unknown or already ended. */
-  async logout(refreshToken: string): Promise<boolean> {
+  async logout(refreshToken: string, clientAddress: string): Promise<boolean> {
     const session = await this.findSession(refreshToken);
     if (session === undefined || session.revoked_at !== null) return false;
-    await this.revokeFamily(this.db, session.family_id);
+    await this.db.transaction(async (tx) => {
+      await this.revokeFamily(tx, session.family_id);
+      // Holding the refresh token is what signs a logout: its user is the actor.
+      await this.audit.record(tx, { action: AuditAction.LOGOUT, actor: { userId: session.id, ip: clientAddress }, targetUserId: session.id, details: null });
+    });
     return true;
   }
 
@@ -208,6 +226,12 @@ export class AuthService {
       ]);
       await this.revokeAllSessions(tx, user.id);
       await this.credentialsChanged(tx, user.id);
+      await this.audit.record(tx, {
+        action: AuditAction.PASSWORD_CHANGED,
+        actor: { userId: viewer.userId, ip: clientAddress },
+        targetUserId: user.id,
+        details: null,
+      });
     });
     this.log.info({ event: 'password_changed', userId: user.id }, 'password changed; every session ended');
   }
@@ -287,6 +311,17 @@ export class AuthService {
 
   private async revokeFamily(sql: Sql, familyId: string): Promise<void> {
     await sql.query('update refresh_sessions set revoked_at = now() where family_id = $1 and revoked_at is null', [familyId]);
+  }
+
+  /** A rotated token came back: the family ends. Whoever presented it may be a thief, so no actor is named. */
+  private async endReusedFamily(sql: Sql, session: SessionRow, clientAddress: string): Promise<void> {
+    await this.revokeFamily(sql, session.family_id);
+    await this.audit.record(sql, {
+      action: AuditAction.REFRESH_REUSE_DETECTED,
+      actor: { userId: null, ip: clientAddress },
+      targetUserId: session.id,
+      details: null,
+    });
   }
 }
 

@@ -256,6 +256,15 @@ export const SETTINGS = {
       default: '900',
     }),
   },
+  audit: {
+    retentionDays: variable({
+      name: 'AUDIT_RETENTION_DAYS',
+      group: 'core',
+      meaning: 'days an audit log entry is kept; older ones are deleted by an hourly job',
+      schema: integer(1, 36_500),
+      default: '365',
+    }),
+  },
 };
 
 

@@ -3,6 +3,7 @@ import { Client as PgClient } from 'pg';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
 import { ormOptions } from './orm-options';
+import { ADVISORY_LOCK_KEYS } from './advisory-locks';
 import { createPool, Database } from './database';
 
 export interface DatabaseConnections {
@@ -25,9 +26,6 @@ export async function connectDatabase(databaseUrl: string, config: Config, log: 
   };
 }
 
-/** An arbitrary, fixed key for pg_advisory_lock: "gateway start". */
-const START_LOCK_KEY = 7_301_946_201;
-
 /**
  * Runs `work` holding the start lock: instances starting together on one database take
  * turns to migrate and bootstrap.
@@ -36,10 +34,10 @@ export async function whileHoldingStartLock<T>(databaseUrl: string, work: () => 
   const client = new PgClient({ connectionString: databaseUrl });
   await client.connect();
   try {
-    await client.query('select pg_advisory_lock($1)', [START_LOCK_KEY]);
+    await client.query('select pg_advisory_lock($1)', [ADVISORY_LOCK_KEYS.start]);
     return await work();
   } finally {
-    await client.query('select pg_advisory_unlock($1)', [START_LOCK_KEY]).catch(() => undefined);
+    await client.query('select pg_advisory_unlock($1)', [ADVISORY_LOCK_KEYS.start]).catch(() => undefined);
     await client.end().catch(() => undefined);
   }
 }

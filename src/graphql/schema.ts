@@ -4,6 +4,7 @@ import { lexicographicSortSchema, type GraphQLSchema } from 'graphql';
 import { buildSchemaSync, type NonEmptyArray } from 'type-graphql';
 import { createPubSub } from '@graphql-yoga/subscription';
 import { DateTimeResolver } from 'graphql-scalars';
+import { AuditResolver } from '../audit/audit.resolver';
 import { applyAuthDirective } from '../auth/auth.directive';
 import { AuthResolver } from '../auth/auth.resolver';
 import { ChatResolver } from '../chat/chat.resolver';
@@ -15,7 +16,7 @@ import { UsageResolver } from '../usage/usage.resolver';
 import { UserResolver } from '../users/user.resolver';
 
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type -- type-graphql's own resolver list type
-const resolvers: NonEmptyArray<Function> = [ServerInfoResolver, AuthResolver, UserResolver, ChatResolver, UsageResolver, UpstreamsResolver];
+const resolvers: NonEmptyArray<Function> = [ServerInfoResolver, AuthResolver, UserResolver, ChatResolver, UsageResolver, UpstreamsResolver, AuditResolver];
 
 /** The executable schema: type-graphql's build, directive definitions, then directive behaviour. */
 export function buildGatewaySchema(): GraphQLSchema {

@@ -1,5 +1,6 @@
 import 'reflect-metadata';
 import type { MikroORM } from '@mikro-orm/postgresql';
+import { startAuditRetention } from '../audit/retention';
 import { systemClock, type Clock } from '../clock';
 import type { Config } from '../config';
 import { connectDatabase, migrate, whileHoldingStartLock } from '../db/connect';
@@ -70,6 +71,7 @@ export function createServer(config: Config, options: ServerOptions = {}): Promi
     // The dummy hash, made now, so the first unknown-email sign-in costs what the others do.
     await life.step('password hasher', () => services.auth.passwords.verifyDummy('warm-up'));
     await life.step('quota maintenance', () => startQuotaMaintenance(services.quota, services.rateLimiter, log), (jobs) => jobs.stop());
+    await life.step('audit log retention', () => startAuditRetention(services.audit, log), (job) => job.stop());
     const http = await life.step('HTTP and WebSocket', () => startHttp(config, services, notifications, log), (endpoint) => endpoint.stop());
     return { url: http.url, wsUrl: http.wsUrl, origin: http.origin, orm, services, adminBootstrap, stop: () => life.stop() };
   });

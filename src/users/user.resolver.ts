@@ -33,8 +33,8 @@ export class UserResolver {
 
   @Directive('@auth(role: ADMIN)')
   @Mutation(() => UserType)
-  createUser(@Arg('input', () => CreateUserInput) input: CreateUserInput, @Ctx() ctx: GraphQLContext): Promise<User> {
-    return ctx.services.users.create(input);
+  createUser(@Arg('input', () => CreateUserInput) input: CreateUserInput, @CurrentViewer() viewer: Viewer, @Ctx() ctx: GraphQLContext): Promise<User> {
+    return ctx.services.users.create(viewer, input, ctx.clientAddress);
   }
 
   @Directive('@auth(role: ADMIN)')
@@ -45,7 +45,7 @@ export class UserResolver {
     @CurrentViewer() viewer: Viewer,
     @Ctx() ctx: GraphQLContext,
   ): Promise<User> {
-    return ctx.services.users.update(viewer, id, input);
+    return ctx.services.users.update(viewer, id, input, ctx.clientAddress);
   }
 
   @FieldResolver(() => QuotaUsage, { description: "Spend in the current period; an admin's or your own." })

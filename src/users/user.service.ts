@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { EntityManager } from '@mikro-orm/postgresql';
 import { DatabaseError } from 'pg';
+import { changedFields, GATEWAY_ACTOR, SECRET_CHANGED, type AuditActor, type AuditService } from '../audit/audit.service';
+import { AuditAction } from '../audit/audit.types';
 import type { AuthService } from '../auth/auth.service';
 import { assertPasswordPolicy } from '../auth/passwords';
 import type { Viewer } from '../auth/viewer';
@@ -76,6 +78,7 @@ export class UserService {
   constructor(
     private readonly config: Config,
     private readonly auth: AuthService,
+    private readonly audit: AuditService,
     private readonly quota: QuotaService,
     private readonly log: Logger,
     private readonly db: Database,
@@ -98,7 +101,11 @@ export class UserService {
     if (viewer.userId !== userId && viewer.role !== Role.ADMIN) throw new ForbiddenError();
   }
 
-  async create(input: CreateUserInput): Promise<User> {
+  async create(actor: Viewer, input: CreateUserInput, clientAddress: string): Promise<User> {
+    return this.insert(input, { userId: actor.userId, ip: clientAddress });
+  }
+
+  private async insert(input: CreateUserInput, actor: AuditActor): Promise<User> {
     const email = validEmail(input.email, 'email');
     assertPasswordPolicy(input.password, 'password');
     const user = new User();
@@ -109,6 +116,12 @@ export class UserService {
     user.passwordHash = await this.auth.passwords.hash(input.password);
     try {
       await this.db.transaction(async (tx) => {
+        await this.audit.record(tx, {
+          action: AuditAction.USER_CREATED,
+          actor,
+          targetUserId: user.id,
+          details: { email: user.email, role: user.role, tokenLimit: user.tokenLimit, quotaPeriod: user.quotaPeriod },
+        });
         await insertUser(tx, user);
         await this.quota.openAccount(tx, user.id);
       });
@@ -120,7 +133,7 @@ export class UserService {
     return user;
   }
 
-  async update(actor: Viewer, id: string, input: UpdateUserInput): Promise<User> {
+  async update(actor: Viewer, id: string, input: UpdateUserInput, clientAddress: string): Promise<User> {
     const selfChange = actor.userId === id;
     if (selfChange && (input.role != null || input.tokenLimit !== undefined || input.quotaPeriod != null)) {
       throw new ForbiddenError('Nobody can change their own role or quota.');
@@ -147,14 +160,26 @@ export class UserService {
         const role = input.role ?? user.role;
         const disabled = input.disabled ?? user.disabled;
         const quotaPeriod = input.quotaPeriod ?? user.quota_period;
+        const newTokenLimit = tokenLimit === undefined ? user.token_limit : tokenLimit;
         const endSessions = passwordHash !== null || role !== user.role || disabled !== user.disabled;
+        const changes = changedFields(
+          { email: user.email, role: user.role, disabled: user.disabled, tokenLimit: user.token_limit, quotaPeriod: user.quota_period },
+          { email: email ?? user.email, role, disabled, tokenLimit: newTokenLimit, quotaPeriod },
+        );
+        if (passwordHash !== null) changes.password = SECRET_CHANGED;
+        await this.audit.record(tx, {
+          action: AuditAction.USER_UPDATED,
+          actor: { userId: actor.userId, ip: clientAddress },
+          targetUserId: user.id,
+          details: { changes },
+        });
         const [row] = await tx.query<UserRow>(
           `update users
               set email = $2, password_hash = coalesce($3, password_hash), role = $4, disabled = $5, token_limit = $6,
                   quota_period = $7, token_version = token_version + $8, updated_at = now()
             where id = $1
           returning ${USER_COLUMNS}`,
-          [user.id, email ?? user.email, passwordHash, role, disabled, tokenLimit === undefined ? user.token_limit : tokenLimit, quotaPeriod, endSessions ? 1 : 0],
+          [user.id, email ?? user.email, passwordHash, role, disabled, newTokenLimit, quotaPeriod, endSessions ? 1 : 0],
         );
         if (endSessions) await this.auth.revokeAllSessions(tx, user.id);
         await this.auth.credentialsChanged(tx, user.id);
@@ -219,7 +244,7 @@ export class UserService {
     const email = this.config.admin.email;
     const generatedPassword = this.config.admin.password === null ? randomBytes(18).toString('base64url') : null;
     const password = this.config.admin.password ?? generatedPassword ?? '';
-    const taken = await this.db.one<{ id: string }>('select id from users where email = $1', [email]);
+    const taken = await this.db.one<{ id: string; role: Role; disabled: boolean }>('select id, role, disabled from users where email = $1', [email]);
     if (taken !== undefined) {
       const passwordHash = await this.auth.passwords.hash(password);
       await this.db.transaction(async (tx) => {
@@ -228,10 +253,17 @@ export class UserService {
           [taken.id, Role.ADMIN, passwordHash],
         );
         await this.auth.credentialsChanged(tx, taken.id);
+        const changes = changedFields({ role: taken.role, disabled: taken.disabled }, { role: Role.ADMIN, disabled: false });
+        await this.audit.record(tx, {
+          action: AuditAction.USER_UPDATED,
+          actor: GATEWAY_ACTOR,
+          targetUserId: taken.id,
+          details: { changes: { ...changes, password: SECRET_CHANGED } },
+        });
       });
       this.log.warn({ event: 'admin_bootstrap', userId: taken.id }, 'no enabled admin existed: ADMIN_EMAIL user promoted to admin');
     } else {
-      const admin = await this.create({ email, password, role: Role.ADMIN, tokenLimit: null, quotaPeriod: QuotaPeriod.NONE });
+      const admin = await this.insert({ email, password, role: Role.ADMIN, tokenLimit: null, quotaPeriod: QuotaPeriod.NONE }, GATEWAY_ACTOR);
       this.log.info({ event: 'admin_bootstrap', userId: admin.id }, 'first admin created');
     }
     return { email, generatedPassword };

@@ -72,6 +72,7 @@ describe('loadConfig', () => {
       migrateOnStart: true,
       upstreams: [],
       admin: { email: 'admin@localhost', password: null },
+      audit: { retentionDays: 365 },
     });
   });
 
@@ -101,6 +102,8 @@ describe('loadConfig', () => {
     ['ADMIN_PASSWORD', '🔑'.repeat(6)],
     ['CORS_ALLOWED_ORIGINS', 'https://app.example.com/path'],
     ['CORS_ALLOWED_ORIGINS', 'https://app.example.com,'],
+    ['AUDIT_RETENTION_DAYS', '0'],
+    ['AUDIT_RETENTION_DAYS', 'a year'],
   ])('refuses %s=%j, naming the variable', (variable, value) => {
     const error = refusal({ [variable]: value });
     expect(error.variable).toBe(variable);

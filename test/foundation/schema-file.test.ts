@@ -31,6 +31,7 @@ const CONTRACT_DIRECTIVES: Record<string, string> = {
   'Query.usage': '@auth',
   'Query.usageSummary': '@auth',
   'Query.apiKeys': '@auth',
+  'Query.auditLog': '@auth(role: ADMIN)',
   'Query.serverInfo': '',
   'Mutation.login': '',
   'Mutation.refresh': '',

@@ -216,7 +216,10 @@ describe('hostile arguments', () => {
         expect(body.data ?? null).toBeNull();
         expectErrors(body, 'UNAUTHENTICATED');
       }
-      expect(await tableCounts()).toEqual(before);
+      // Nothing is written but the audit log's record of each refusal.
+      expect(await tableCounts()).toEqual({ ...before, audit_log: before.audit_log + 3 });
+      const latest = await sql<{ action: string }>(gateway.databaseUrl, 'select action from audit_log order by id desc limit 3');
+      expect(latest.map((row) => row.action)).toEqual(['LOGIN_FAILED', 'LOGIN_FAILED', 'LOGIN_FAILED']);
       await expectStillServing(gateway);
     });
 
