@@ -11,6 +11,7 @@ import type { Logger } from './logger';
 import { QuotaService } from './quota/quota.service';
 import { RateLimiter } from './quota/rate-limiter';
 import type { ServerInfo } from './server-info/server-info.resolver';
+import { TeamService } from './teams/team.service';
 import type { Fleet } from './upstreams/fleet';
 import type { UsageBus } from './usage/usage-bus';
 import { UsageService } from './usage/usage.service';
@@ -26,6 +27,7 @@ export interface Services {
   readonly auth: AuthService;
   readonly apiKeys: ApiKeyService;
   readonly users: UserService;
+  readonly teams: TeamService;
   readonly quota: QuotaService;
   readonly rateLimiter: RateLimiter;
   readonly chatAdmission: ChatAdmission;
@@ -53,6 +55,7 @@ export function createServices(deps: ServiceDependencies): Services {
   // timeout, the reaper may safely give it back.
   const quota = new QuotaService(db, rateLimiter, clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60);
   const promptCounter = new PromptCounter(config.vllm.tiktokenMargin);
+  const teams = new TeamService(quota, log, db);
   return {
     config,
     log,
@@ -60,8 +63,9 @@ export function createServices(deps: ServiceDependencies): Services {
     clock,
     serverInfo: deps.serverInfo,
     auth,
-    apiKeys: new ApiKeyService(auth, log, db),
-    users: new UserService(config, auth, quota, log, db),
+    apiKeys: new ApiKeyService(auth, quota, log, db),
+    users: new UserService(config, auth, quota, teams, log, db),
+    teams,
     quota,
     rateLimiter,
     chatAdmission: new ChatAdmission(config, fleet, promptCounter, quota, rateLimiter, log),
