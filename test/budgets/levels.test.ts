@@ -4,6 +4,7 @@ import OpenAI from 'openai';
 import type { Clock } from '../../src/clock';
 import { ChatDocument, TeamDocument, UpdateApiKeyDocument, UpdateTeamDocument, UpdateUserDocument, type ChatMutation } from '../generated/graphql';
 import { createApiKey, createUser, dataOf, eventually, onlyError, openaiClient, usageOf, type SignedIn } from '../helpers/client';
+import { sql } from '../helpers/database';
 import { resetSimulator, startWithAdmin, type TestGateway } from '../helpers/server';
 import { simulatorPromptTokens } from '../helpers/tokens';
 import { createTeam, levelLedger, recordedSum, teamUsageOf } from './support';
@@ -169,6 +170,30 @@ describe('budgets at three levels', () => {
     // The next request is the new team's.
     const after = dataOf(await ask(m.user.token, 5), 'chat after the move').chat;
     expect(await levelLedger(gateway.databaseUrl, 'TEAM', next.id)).toEqual({ used: after.usage.totalTokens, reserved: 0 });
+  });
+
+  it('gives back, at every level, a reservation whose process looks dead; its request, settled later, is charged once and within every limit', async () => {
+    const m = await member({ team: 100_000, user: 100_000, key: 100_000 });
+    gateway.simulator.setLatency({ timeToFirstTokenMs: 400, interTokenLatencyMs: 0, jitterMs: 0 });
+    const running = ask(m.key.secret, 5);
+    const held = await eventually(async () => {
+      const now = await ledgers(m);
+      return now.key.reserved > 0 ? now : undefined;
+    }, 2_000, 'the reservation');
+    expect(held.team.reserved).toBe(held.key.reserved);
+    expect(held.user.reserved).toBe(held.key.reserved);
+    // As if its process had died: the reaper (a white-box call, as its timer runs every minute) takes it back everywhere.
+    await sql(gateway.databaseUrl, "update quota_reservations set expires_at = now() - interval '1 second' where api_key_id = $1", [m.key.id]);
+    expect(await gateway.server.services.quota.reapExpired()).toBe(1);
+    expect(await ledgers(m)).toEqual({ team: { used: 0, reserved: 0 }, user: { used: 0, reserved: 0 }, key: { used: 0, reserved: 0 } });
+
+    const chat = dataOf(await running, 'the chat').chat;
+    expect(await ledgers(m)).toEqual({
+      team: { used: chat.usage.totalTokens, reserved: 0 },
+      user: { used: chat.usage.totalTokens, reserved: 0 },
+      key: { used: chat.usage.totalTokens, reserved: 0 },
+    });
+    await expectLedgersMatchRecords(m);
   });
 
   it("on /v1, a refusal is a 429 whose message names the level and whose Retry-After is the level's reset", async () => {
