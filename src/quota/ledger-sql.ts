@@ -35,17 +35,20 @@ function lockTeam(teamId: string, after: string): string {
            join teams t on t.id = a.team_id
            cross join lateral (select ${periodStart('t.quota_period')} as start) ps
           where a.team_id = ${teamId}${after === '' ? '' : ` and (select count(*) from ${after}) >= 0`}
-          for update of a`;
+          for no key update of a`;
 }
 
-/** The user's account row, locked, as of the current period. */
-function lockUser(userId: string, after: string, condition = ''): string {
+/**
+ * The user's account row, locked, as of the current period; the user's limit and period are
+ * read from `users`, or from a CTE named `member` that read that user's row already.
+ */
+function lockUser(userId: string, after: string, limitsFrom: 'users' | 'member' = 'users'): string {
   return `select a.user_id, u.token_limit, u.quota_period, ps.start as period_start, ${CURRENT_USED} as used, a.reserved
            from quota_accounts a
-           join users u on u.id = a.user_id
+           join ${limitsFrom === 'users' ? 'users u on u.id = a.user_id' : 'member u on true'}
            cross join lateral (select ${periodStart('u.quota_period')} as start) ps
-          where a.user_id = ${userId}${condition} and (select count(*) from ${after}) >= 0
-          for update of a`;
+          where a.user_id = ${userId} and (select count(*) from ${after}) >= 0
+          for no key update of a`;
 }
 
 /** The API key's account row, locked, as of the current period. */
@@ -55,7 +58,7 @@ function lockKey(apiKeyId: string, after: string, condition = ''): string {
            join api_keys k on k.id = a.api_key_id
            cross join lateral (select ${periodStart('k.quota_period')} as start) ps
           where a.api_key_id = ${apiKeyId}${condition} and (select count(*) from ${after}) >= 0
-          for update of a`;
+          for no key update of a`;
 }
 
 /** What can still be reserved at a level; null when the level is unlimited or absent (least() skips nulls). */
@@ -78,11 +81,11 @@ const fits = (level: string, amount: string): string =>
  * so a refusal can name the level that refused.
  */
 export const RESERVE_SQL = `with member as (
-         select u.team_id from users u where u.id = $2::uuid
+         select u.team_id, u.token_limit, u.quota_period from users u where u.id = $2::uuid and u.disabled = false
        ), team as (
          ${lockTeam('(select team_id from member)', '')}
        ), usr as (
-         ${lockUser('$2::uuid', 'team', ' and u.disabled = false')}
+         ${lockUser('$2::uuid', 'team', 'member')}
        ), akey as (
          ${lockKey('$8::uuid', 'usr', ' and k.user_id = $2::uuid and k.revoked_at is null')}
        ), budget as (
@@ -242,7 +245,7 @@ export const REAP_SQL = `with res as (
        ), per_key as (
          select api_key_id, sum(amount) as amount from res where api_key_id is not null group by api_key_id
        ), locked_teams as (
-         select a.team_id from team_quota_accounts a join per_team p on p.team_id = a.team_id order by a.team_id for update of a
+         select a.team_id from team_quota_accounts a join per_team p on p.team_id = a.team_id order by a.team_id for no key update of a
        ), freed_teams as (
          update team_quota_accounts a set reserved = a.reserved - p.amount, updated_at = now()
            from per_team p where a.team_id = p.team_id and (select count(*) from locked_teams) >= 0
@@ -250,7 +253,7 @@ export const REAP_SQL = `with res as (
        ), locked_users as (
          select a.user_id from quota_accounts a join per_user p on p.user_id = a.user_id
           where (select count(*) from freed_teams) >= 0
-          order by a.user_id for update of a
+          order by a.user_id for no key update of a
        ), freed_users as (
          update quota_accounts a set reserved = a.reserved - p.amount, updated_at = now()
            from per_user p where a.user_id = p.user_id and (select count(*) from locked_users) >= 0
@@ -258,7 +261,7 @@ export const REAP_SQL = `with res as (
        ), locked_keys as (
          select a.api_key_id from api_key_quota_accounts a join per_key p on p.api_key_id = a.api_key_id
           where (select count(*) from freed_users) >= 0
-          order by a.api_key_id for update of a
+          order by a.api_key_id for no key update of a
        ), freed_keys as (
          update api_key_quota_accounts a set reserved = a.reserved - p.amount, updated_at = now()
            from per_key p where a.api_key_id = p.api_key_id and (select count(*) from locked_keys) >= 0
