@@ -78,7 +78,7 @@ export class ApiKeyService {
     await this.db.transaction(async (tx) => {
       const key = isUuid(id)
         ? await tx.one<{ user_id: string; name: string; token_limit: number | null; quota_period: QuotaPeriod; revoked_at: string | null }>(
-            'select user_id, name, token_limit, quota_period, revoked_at from api_keys where id = $1 for update',
+            'select user_id, name, token_limit, quota_period, revoked_at from api_keys where id = $1 for no key update',
             [id],
           )
         : undefined;

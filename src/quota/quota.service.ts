@@ -200,7 +200,7 @@ export class QuotaService {
   async recountPeriod(sql: Sql, scope: QuotaScope, id: string, period: QuotaPeriod): Promise<void> {
     const { table, key } = ACCOUNTS[scope];
     const { start } = periodBounds(period, this.clock.now());
-    await sql.query(`select 1 from ${table} where ${key} = $1 for update`, [id]);
+    await sql.query(`select 1 from ${table} where ${key} = $1 for no key update`, [id]);
     await sql.query(
       `update ${table} set period_start = $2,
               used = (select coalesce(sum(charged_tokens), 0) from usage_records where ${key} = $1 and created_at >= $2),

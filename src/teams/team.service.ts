@@ -100,7 +100,7 @@ export class TeamService {
     const tokenLimit = input.tokenLimit === undefined ? undefined : validTokenLimit(input.tokenLimit, 'tokenLimit');
     try {
       const updated = await this.db.transaction(async (tx) => {
-        const team = isUuid(id) ? await tx.one<TeamRow>(`select ${TEAM_COLUMNS} from teams where id = $1 for update`, [id]) : undefined;
+        const team = isUuid(id) ? await tx.one<TeamRow>(`select ${TEAM_COLUMNS} from teams where id = $1 for no key update`, [id]) : undefined;
         if (team === undefined) throw new BadUserInputError('No team has this id.', 'id');
         const quotaPeriod = input.quotaPeriod ?? team.quota_period;
         const [row] = await tx.query<TeamRow>(

@@ -107,7 +107,7 @@ export class UsageService {
     return apiKeyId;
   }
 
-  /** Newest first, by keyset on (created_at, id): served by the (user_id, created_at, id) index. */
+  /** Newest first, by keyset on (created_at, id): served by the (user_id | team_id | api_key_id, created_at, id) indexes. */
   async history(viewer: Viewer, range: UsageRange & { first?: number | null; after?: string | null }): Promise<UsageRecordConnection> {
     const first = range.first ?? DEFAULT_PAGE_SIZE;
     if (!Number.isInteger(first) || first < 0 || first > MAX_PAGE_SIZE) {
