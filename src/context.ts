@@ -1,10 +1,9 @@
-import type DataLoader from 'dataloader';
 import type { Viewer } from './auth/viewer';
 import type { MeteredChat } from './chat/chat-admission';
 import type { Logger } from './logger';
-import type { QuotaHolder } from './quota/quota.service';
-import type { QuotaUsage } from './quota/quota.types';
+import type { UsageLoader } from './quota/usage-loader';
 import type { Services } from './services';
+import type { TeamLoader } from './teams/team-loader';
 
 /** What every resolver receives, per HTTP request or per WebSocket operation. */
 export interface GraphQLContext {
@@ -21,6 +20,8 @@ export interface GraphQLContext {
   viewer?: Viewer;
   /** Set by `@quota`: the reservation of the field's upstream call. */
   metered?: MeteredChat;
-  /** Created on first use: batches `User.usage` lookups of this request. */
-  usageLoader?: DataLoader<QuotaHolder, QuotaUsage, string>;
+  /** Created on first use: batches the `usage` lookups (of users, teams, API keys) of this request. */
+  usageLoader?: UsageLoader;
+  /** Created on first use: batches the `User.team` lookups of this request. */
+  teamLoader?: TeamLoader;
 }

@@ -74,7 +74,12 @@ export class BadUserInputError extends DomainError {
   }
 }
 
+/** The level of a budget: a request must fit in its API key's, its user's and its team's. */
+export type QuotaScope = 'API_KEY' | 'USER' | 'TEAM';
+
 export interface QuotaRefusal {
+  /** The level that refused. */
+  readonly scope: QuotaScope;
   readonly limit: number | null;
   readonly used: number;
   readonly reserved: number;

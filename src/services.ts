@@ -13,6 +13,7 @@ import { GatewayMetrics } from './metrics/metrics';
 import { QuotaService } from './quota/quota.service';
 import { RateLimiter } from './quota/rate-limiter';
 import type { ServerInfo } from './server-info/server-info.resolver';
+import { TeamService } from './teams/team.service';
 import type { Fleet } from './upstreams/fleet';
 import type { UsageBus } from './usage/usage-bus';
 import { UsageService } from './usage/usage.service';
@@ -29,6 +30,7 @@ export interface Services {
   readonly auth: AuthService;
   readonly apiKeys: ApiKeyService;
   readonly users: UserService;
+  readonly teams: TeamService;
   readonly quota: QuotaService;
   readonly rateLimiter: RateLimiter;
   readonly chatAdmission: ChatAdmission;
@@ -59,6 +61,7 @@ export function createServices(deps: ServiceDependencies): Services {
   // timeout, the reaper may safely give it back.
   const quota = new QuotaService(db, rateLimiter, clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60, metrics);
   const promptCounter = new PromptCounter(config.vllm.tiktokenMargin);
+  const teams = new TeamService(quota, audit, log, db);
   return {
     config,
     log,
@@ -67,8 +70,9 @@ export function createServices(deps: ServiceDependencies): Services {
     serverInfo: deps.serverInfo,
     audit,
     auth,
-    apiKeys: new ApiKeyService(auth, audit, log, db),
-    users: new UserService(config, auth, audit, quota, log, db),
+    apiKeys: new ApiKeyService(auth, audit, quota, log, db),
+    users: new UserService(config, auth, audit, quota, teams, log, db),
+    teams,
     quota,
     rateLimiter,
     chatAdmission: new ChatAdmission(config, fleet, promptCounter, quota, rateLimiter, metrics, log),

@@ -62,7 +62,7 @@ export interface AuditDetails {
   [AuditAction.LOGIN_FAILED]: { readonly email: string | null; readonly reason: 'UNKNOWN_EMAIL' | 'WRONG_PASSWORD' | 'USER_DISABLED' };
   [AuditAction.LOGOUT]: null;
   [AuditAction.PASSWORD_CHANGED]: null;
-  [AuditAction.USER_CREATED]: { readonly email: string; readonly role: Role; readonly tokenLimit: number | null; readonly quotaPeriod: QuotaPeriod };
+  [AuditAction.USER_CREATED]: { readonly email: string; readonly role: Role; readonly tokenLimit: number | null; readonly quotaPeriod: QuotaPeriod; readonly teamId: string | null };
   [AuditAction.USER_UPDATED]: { readonly changes: FieldChanges };
   [AuditAction.API_KEY_CREATED]: ApiKeyDetails;
   [AuditAction.API_KEY_REVOKED]: ApiKeyDetails;

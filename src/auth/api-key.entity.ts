@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { Entity, Index, ManyToOne, PrimaryKey, Property } from '@mikro-orm/core';
-import { User } from '../users/user.entity';
+import { Entity, Enum, Index, ManyToOne, PrimaryKey, Property } from '@mikro-orm/core';
+import { QuotaPeriod, User } from '../users/user.entity';
 
 @Entity({ tableName: 'api_keys' })
 @Index({ properties: ['user'] })
@@ -21,6 +21,13 @@ export class ApiKey {
   /** SHA-256 of the secret: keys are 256-bit random, so a fast hash is safe here. */
   @Property({ type: 'text', unique: true, hidden: true })
   keyHash!: string;
+
+  /** The key's own budget, on top of its user's; null: unlimited (only the user's and team's apply). */
+  @Property({ type: 'integer', nullable: true })
+  tokenLimit: number | null = null;
+
+  @Enum({ items: () => QuotaPeriod, type: 'text' })
+  quotaPeriod: QuotaPeriod = QuotaPeriod.NONE;
 
   @Property({ type: 'timestamptz' })
   createdAt: Date = new Date();

@@ -1,8 +1,8 @@
-import { Arg, Ctx, Directive, ID, Mutation, Query, Resolver } from 'type-graphql';
+import { Arg, Ctx, Directive, Mutation, Resolver } from 'type-graphql';
 import type { GraphQLContext } from '../context';
 import type { IssuedTokens } from './auth.service';
 import { CurrentViewer, type Viewer } from './viewer';
-import { ApiKeyType, AuthPayload, CreatedApiKey } from './auth.types';
+import { AuthPayload } from './auth.types';
 
 @Resolver()
 export class AuthResolver {
@@ -40,23 +40,5 @@ export class AuthResolver {
   ): Promise<boolean> {
     await ctx.services.auth.changePassword(viewer, currentPassword, newPassword, ctx.clientAddress);
     return true;
-  }
-
-  @Directive('@auth')
-  @Mutation(() => CreatedApiKey, { description: 'The secret is in this answer only.' })
-  createApiKey(@Arg('name', () => String) name: string, @CurrentViewer() viewer: Viewer, @Ctx() ctx: GraphQLContext) {
-    return ctx.services.apiKeys.create(viewer, name, ctx.clientAddress);
-  }
-
-  @Directive('@auth')
-  @Mutation(() => Boolean, { description: 'False when the key was already revoked.' })
-  revokeApiKey(@Arg('id', () => ID) id: string, @CurrentViewer() viewer: Viewer, @Ctx() ctx: GraphQLContext) {
-    return ctx.services.apiKeys.revoke(viewer, id, ctx.clientAddress);
-  }
-
-  @Directive('@auth')
-  @Query(() => [ApiKeyType], { description: 'Your own keys, newest first, revoked ones included.' })
-  apiKeys(@CurrentViewer() viewer: Viewer, @Ctx() ctx: GraphQLContext) {
-    return ctx.services.apiKeys.list(viewer);
   }
 }

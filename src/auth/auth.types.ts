@@ -1,5 +1,6 @@
-import { Field, ID, ObjectType } from 'type-graphql';
+import { Field, ID, InputType, Int, ObjectType } from 'type-graphql';
 import { DateTimeResolver } from 'graphql-scalars';
+import { QuotaPeriod } from '../users/user.entity';
 import { UserType } from '../users/user.types';
 
 @ObjectType()
@@ -28,6 +29,12 @@ export class ApiKeyType {
   @Field(() => String, { description: 'The first characters of the secret, to tell keys apart.' })
   prefix!: string;
 
+  @Field(() => Int, { nullable: true, description: "Tokens per period spent with this key; null: unlimited, only the user's and team's quotas apply." })
+  tokenLimit!: number | null;
+
+  @Field(() => QuotaPeriod)
+  quotaPeriod!: QuotaPeriod;
+
   @Field(() => DateTimeResolver)
   createdAt!: Date;
 
@@ -45,4 +52,16 @@ export class CreatedApiKey {
 
   @Field(() => String, { description: 'The key itself, shown this once: store it now.' })
   secret!: string;
+}
+
+@InputType({ description: 'Only the fields given change. tokenLimit: null removes the key\'s own budget.' })
+export class UpdateApiKeyInput {
+  @Field(() => String, { nullable: true })
+  name?: string | null;
+
+  @Field(() => Int, { nullable: true })
+  tokenLimit?: number | null;
+
+  @Field(() => QuotaPeriod, { nullable: true, description: "A new period recounts the key's usage from the records of the new current period." })
+  quotaPeriod?: QuotaPeriod | null;
 }

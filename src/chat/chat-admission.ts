@@ -100,6 +100,7 @@ export class ChatAdmission {
     return this.quota.reserve({
       requestId: randomUUID(),
       userId: viewer.userId,
+      apiKeyId: viewer.apiKeyId,
       promptTokens: prompt.tokens,
       promptCountSource: prompt.source,
       maxTokens: request.maxTokens,

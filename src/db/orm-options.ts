@@ -2,13 +2,14 @@ import { defineConfig, type Options } from '@mikro-orm/postgresql';
 import { Migrator } from '@mikro-orm/migrations';
 import { migrationsList } from '../../migrations';
 import { ApiKey } from '../auth/api-key.entity';
+import { Team } from '../teams/team.entity';
 import { User } from '../users/user.entity';
 
 /**
  * Every entity, listed explicitly: no folder scanning, so the build and the tests see the same
  * set. Only tables read and written through the ORM are mapped; the rest are used through SQL.
  */
-export const entities = [User, ApiKey];
+export const entities = [User, ApiKey, Team];
 
 /** The one ORM configuration, shared by the server and `npm run migrate`. */
 export function ormOptions(clientUrl: string, overrides: Partial<Options> = {}): Options {

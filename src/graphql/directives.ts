@@ -21,7 +21,8 @@ export function withDirectiveDefinitions(schema: GraphQLSchema): GraphQLSchema {
   directives.push(
     new GraphQLDirective({
       name: 'quota',
-      description: "Spends tokens: reserves the user's quota before any call upstream; refused with QUOTA_EXCEEDED when it cannot fit.",
+      description:
+        "Spends tokens: reserves the budget at every level of the request (API key, user, team) before any call upstream; refused with QUOTA_EXCEEDED when it cannot fit in one of them.",
       locations: [DirectiveLocation.FIELD_DEFINITION],
     }),
   );

@@ -6,17 +6,29 @@ import { createPubSub } from '@graphql-yoga/subscription';
 import { DateTimeResolver } from 'graphql-scalars';
 import { AuditResolver } from '../audit/audit.resolver';
 import { applyAuthDirective } from '../auth/auth.directive';
+import { ApiKeyResolver } from '../auth/api-key.resolver';
 import { AuthResolver } from '../auth/auth.resolver';
 import { ChatResolver } from '../chat/chat.resolver';
 import { applyQuotaDirective } from '../quota/quota.directive';
 import { withDirectiveDefinitions } from './directives';
 import { ServerInfoResolver } from '../server-info/server-info.resolver';
+import { TeamResolver } from '../teams/team.resolver';
 import { UpstreamsResolver } from '../upstreams/upstreams.resolver';
 import { UsageResolver } from '../usage/usage.resolver';
 import { UserResolver } from '../users/user.resolver';
 
 // eslint-disable-next-line @typescript-eslint/no-unsafe-function-type -- type-graphql's own resolver list type
-const resolvers: NonEmptyArray<Function> = [ServerInfoResolver, AuthResolver, UserResolver, ChatResolver, UsageResolver, UpstreamsResolver, AuditResolver];
+const resolvers: NonEmptyArray<Function> = [
+  ServerInfoResolver,
+  AuthResolver,
+  ApiKeyResolver,
+  UserResolver,
+  TeamResolver,
+  ChatResolver,
+  UsageResolver,
+  UpstreamsResolver,
+  AuditResolver,
+];
 
 /** The executable schema: type-graphql's build, directive definitions, then directive behaviour. */
 export function buildGatewaySchema(): GraphQLSchema {

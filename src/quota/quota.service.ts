@@ -1,7 +1,7 @@
 import type { GatewayMetrics } from '../metrics/metrics';
 import type { Clock } from '../clock';
 import type { Database, Sql } from '../db/database';
-import { QuotaExceededError, UnauthenticatedError } from '../errors';
+import { QuotaExceededError, UnauthenticatedError, type QuotaScope } from '../errors';
 import type { Logger } from '../logger';
 import { QuotaPeriod } from '../users/user.entity';
 import { periodBounds } from './periods';
@@ -13,6 +13,8 @@ import { MAX_TOKEN_COUNT, Reservation, type ChargeTarget, type LedgerAccess, typ
 export interface ReserveRequest {
   readonly requestId: string;
   readonly userId: string;
+  /** The key the request came with, whose budget binds it too; null for an access token. */
+  readonly apiKeyId: string | null;
   readonly promptTokens: number;
   readonly promptCountSource: PromptCountSource;
   /** The client's maxTokens; null lets the gateway cap it to what remains. */
@@ -22,10 +24,83 @@ export interface ReserveRequest {
   readonly target: ChargeTarget;
 }
 
+/** Anything with a budget: a user, a team or an API key. */
 export interface QuotaHolder {
+  readonly scope: QuotaScope;
   readonly id: string;
   readonly tokenLimit: number | null;
   readonly quotaPeriod: QuotaPeriod;
+}
+
+/** Where each level keeps its ledger, and the column of usage_records naming it. */
+const ACCOUNTS: Record<QuotaScope, { readonly table: string; readonly key: string }> = {
+  USER: { table: 'quota_accounts', key: 'user_id' },
+  TEAM: { table: 'team_quota_accounts', key: 'team_id' },
+  API_KEY: { table: 'api_key_quota_accounts', key: 'api_key_id' },
+};
+
+/** How a refusal names the level, after "remain in". */
+const WHOSE: Record<QuotaScope, string> = { API_KEY: "this API key's quota", USER: 'your quota', TEAM: "your team's quota" };
+
+interface ReserveRow {
+  granted: boolean;
+  key_valid: boolean;
+  completion: string | null;
+  team_id: string | null;
+  token_limit: number | null;
+  quota_period: QuotaPeriod;
+  used: string;
+  reserved: string;
+  team_limit: number | null;
+  team_period: QuotaPeriod | null;
+  team_used: string | null;
+  team_reserved: string | null;
+  key_limit: number | null;
+  key_period: QuotaPeriod | null;
+  key_used: string | null;
+  key_reserved: string | null;
+}
+
+interface LevelFigures {
+  readonly scope: QuotaScope;
+  readonly limit: number | null;
+  readonly period: QuotaPeriod;
+  readonly used: number;
+  readonly reserved: number;
+}
+
+/** The levels the request belongs to, narrowest first. */
+function levelsOf(row: ReserveRow): LevelFigures[] {
+  const levels: LevelFigures[] = [];
+  if (row.key_period !== null) {
+    levels.push({ scope: 'API_KEY', limit: row.key_limit, period: row.key_period, used: Number(row.key_used), reserved: Number(row.key_reserved) });
+  }
+  levels.push({ scope: 'USER', limit: row.token_limit, period: row.quota_period, used: Number(row.used), reserved: Number(row.reserved) });
+  if (row.team_period !== null) {
+    levels.push({ scope: 'TEAM', limit: row.team_limit, period: row.team_period, used: Number(row.team_used), reserved: Number(row.team_reserved) });
+  }
+  return levels;
+}
+
+/**
+ * The refusal of a request that fits nowhere it must: among the levels it does not fit in, the
+ * one whose period ends last (a lifetime quota never ends), since the request cannot fit before
+ * that one resets; between equals, the narrowest.
+ */
+function refusalOf(row: ReserveRow, requested: number, now: Date): QuotaExceededError {
+  const levels = levelsOf(row);
+  const refusing = levels.filter((level) => level.limit !== null && level.used + level.reserved + requested > level.limit);
+  const resetOf = (level: LevelFigures): number => periodBounds(level.period, now).end?.getTime() ?? Number.POSITIVE_INFINITY;
+  const level = (refusing.length > 0 ? refusing : levels).reduce((chosen, candidate) => (resetOf(candidate) > resetOf(chosen) ? candidate : chosen));
+  const remaining = Math.max(0, (level.limit ?? 0) - level.used - level.reserved);
+  return new QuotaExceededError(`This request needs ${requested} tokens but only ${remaining} remain in ${WHOSE[level.scope]}.`, {
+    scope: level.scope,
+    limit: level.limit,
+    used: level.used,
+    reserved: level.reserved,
+    requested,
+    resetsAt: periodBounds(level.period, now).end,
+  });
 }
 
 function assertCount(value: number, name: string): void {
@@ -58,27 +133,24 @@ export class QuotaService {
     return (this.ledger.ttlSeconds * 1000) / 3;
   }
 
-  async openAccount(sql: Sql, userId: string): Promise<void> {
-    await sql.query('insert into quota_accounts (user_id) values ($1) on conflict (user_id) do nothing', [userId]);
+  /** The ledger row of a new user, team or key, written in the transaction that creates it (never lazily: that races). */
+  async openAccount(sql: Sql, scope: QuotaScope, id: string): Promise<void> {
+    const { table, key } = ACCOUNTS[scope];
+    await sql.query(`insert into ${table} (${key}) values ($1) on conflict (${key}) do nothing`, [id]);
   }
 
   /**
-   * Reserves prompt + completion budget atomically. Without a client maxTokens the completion
-   * budget is what remains (capped by the model), so a request never starts that cannot fit.
+   * Reserves prompt + completion budget atomically at every level the request belongs to (its
+   * API key, its user, its team), or at none. Without a client maxTokens the completion budget is
+   * the least that remains across them (capped by the model), so a request never starts that
+   * cannot fit.
    */
   async reserve(request: ReserveRequest): Promise<Reservation> {
     assertCount(request.promptTokens, 'promptTokens');
     assertCount(request.modelCompletionLimit, 'modelCompletionLimit');
     if (request.maxTokens !== null) assertCount(request.maxTokens, 'maxTokens');
     const now = this.clock.now();
-    const row = await this.db.one<{
-      token_limit: number | null;
-      quota_period: QuotaPeriod;
-      used: string;
-      reserved: string;
-      completion: string | null;
-      granted: boolean;
-    }>(RESERVE_SQL, [
+    const row = await this.db.one<ReserveRow>(RESERVE_SQL, [
       now,
       request.userId,
       request.maxTokens,
@@ -86,22 +158,17 @@ export class QuotaService {
       request.promptTokens,
       request.requestId,
       this.ledger.ttlSeconds,
+      request.apiKeyId,
     ]);
     if (row === undefined) throw new UnauthenticatedError('The user no longer exists or is disabled.');
-    if (!row.granted) {
-      const requested = request.promptTokens + (request.maxTokens ?? 1);
-      const used = Number(row.used);
-      const reserved = Number(row.reserved);
-      throw new QuotaExceededError(
-        `This request needs ${requested} tokens but only ${Math.max(0, (row.token_limit ?? 0) - used - reserved)} remain in your quota.`,
-        { limit: row.token_limit, used, reserved, requested, resetsAt: periodBounds(row.quota_period, now).end },
-      );
-    }
+    if (!row.key_valid) throw new UnauthenticatedError('The API key is invalid or revoked.');
+    if (!row.granted) throw refusalOf(row, request.promptTokens + (request.maxTokens ?? 1), now);
     const completion = Number(row.completion);
     const reservation = new Reservation(
       {
         requestId: request.requestId,
         userId: request.userId,
+        teamId: row.team_id,
         promptTokens: request.promptTokens,
         maxCompletionTokens: completion,
         amount: request.promptTokens + completion,
@@ -121,41 +188,52 @@ export class QuotaService {
 
   /** Releases reservations whose process died (older than the request timeout). */
   async reapExpired(): Promise<number> {
-    const rows = await this.db.query<{ user_id: string }>(REAP_SQL);
-    if (rows.length > 0) this.log.warn({ users: rows.length }, 'released reservations left by a stopped process');
-    return rows.length;
+    const row = await this.db.one<{ reservations: string; users: string }>(REAP_SQL);
+    const reservations = Number(row?.reservations ?? 0);
+    if (reservations > 0) this.log.warn({ reservations, users: Number(row?.users ?? 0) }, 'released reservations left by a stopped process');
+    return reservations;
   }
 
-  /** After a change of quota period, `used` is recounted from the records of the new current period. */
-  async recountPeriod(sql: Sql, userId: string, period: QuotaPeriod): Promise<void> {
+  /**
+   * After a change of quota period, `used` is recounted from the records of the new current
+   * period. The account is locked first, by a statement of its own, so that the count (a later
+   * statement, with a later snapshot) includes every record settled before the lock was granted.
+   */
+  async recountPeriod(sql: Sql, scope: QuotaScope, id: string, period: QuotaPeriod): Promise<void> {
+    const { table, key } = ACCOUNTS[scope];
     const { start } = periodBounds(period, this.clock.now());
+    await sql.query(`select 1 from ${table} where ${key} = $1 for no key update`, [id]);
     await sql.query(
-      `update quota_accounts set period_start = $2,
-              used = (select coalesce(sum(charged_tokens), 0) from usage_records where user_id = $1 and created_at >= $2),
+      `update ${table} set period_start = $2,
+              used = (select coalesce(sum(charged_tokens), 0) from usage_records where ${key} = $1 and created_at >= $2),
               updated_at = now()
-        where user_id = $1`,
-      [userId, start],
+        where ${key} = $1`,
+      [id, start],
     );
   }
 
-  /** Usage of several users in one query (a page of `users { usage }`), in the order given. */
-  async usageOfMany(users: readonly QuotaHolder[]): Promise<QuotaUsage[]> {
-    const rows = await this.db.query<{ user_id: string; used: string; reserved: string; period_start: string }>(
-      'select user_id, used, reserved, period_start from quota_accounts where user_id = any($1::uuid[])',
-      [users.map((user) => user.id)],
-    );
-    const byUser = new Map(rows.map((row) => [row.user_id, row]));
+  /** Usage of several holders in one query per level (a page of `users { usage }`), in the order given. */
+  async usageOfMany(holders: readonly QuotaHolder[]): Promise<QuotaUsage[]> {
+    const accounts = new Map<string, { used: string; reserved: string; period_start: string }>();
+    for (const scope of new Set(holders.map((holder) => holder.scope))) {
+      const { table, key } = ACCOUNTS[scope];
+      const rows = await this.db.query<{ id: string; used: string; reserved: string; period_start: string }>(
+        `select ${key} as id, used, reserved, period_start from ${table} where ${key} = any($1::uuid[])`,
+        [holders.filter((holder) => holder.scope === scope).map((holder) => holder.id)],
+      );
+      for (const row of rows) accounts.set(`${scope}:${row.id}`, row);
+    }
     const now = this.clock.now();
-    return users.map((user) => {
-      const row = byUser.get(user.id);
-      const bounds = periodBounds(user.quotaPeriod, now);
+    return holders.map((holder) => {
+      const row = accounts.get(`${holder.scope}:${holder.id}`);
+      const bounds = periodBounds(holder.quotaPeriod, now);
       const used = row !== undefined && new Date(row.period_start) >= bounds.start ? Number(row.used) : 0;
       const reserved = row === undefined ? 0 : Number(row.reserved);
       return {
         used,
         reserved,
-        limit: user.tokenLimit,
-        remaining: user.tokenLimit === null ? null : Math.max(0, user.tokenLimit - used - reserved),
+        limit: holder.tokenLimit,
+        remaining: holder.tokenLimit === null ? null : Math.max(0, holder.tokenLimit - used - reserved),
         periodStart: bounds.end === null ? null : bounds.start,
         periodEnd: bounds.end,
       };

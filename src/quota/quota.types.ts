@@ -1,7 +1,7 @@
 import { Field, Int, ObjectType } from 'type-graphql';
 import { DateTimeResolver } from 'graphql-scalars';
 
-@ObjectType({ description: "A user's spend in the current quota period. limit and remaining are null when unlimited." })
+@ObjectType({ description: "The spend of a user, a team or an API key in the current quota period. limit and remaining are null when unlimited." })
 export class QuotaUsage {
   @Field(() => Int, { description: 'Tokens charged (prompt + completion) in the current period.' })
   used!: number;

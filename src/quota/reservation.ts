@@ -17,6 +17,8 @@ export type UsageStatus = 'completed' | 'aborted' | 'upstream_error' | 'timeout'
 export interface ReservedBudget {
   readonly requestId: string;
   readonly userId: string;
+  /** The team it was reserved in (the user's at the time); null when the user has none. */
+  readonly teamId: string | null;
   readonly promptTokens: number;
   /** What the upstream may generate: the client's maxTokens, or what remained when it gave none. */
   readonly maxCompletionTokens: number;
@@ -132,8 +134,8 @@ export class Reservation {
   }
 
   /**
-   * One statement charges what the upstream reported, writes the usage record, sends its
-   * NOTIFY and releases the rest, so a crash leaves either all of it or none, and the event
+   * One statement charges what the upstream reported at every level, writes the usage record,
+   * sends its NOTIFY and releases the rest, so a crash leaves either all of it or none, and the event
    * is heard exactly when the record commits.
    */
   private async charge(usage: Usage): Promise<SettledUsage> {
@@ -150,6 +152,8 @@ export class Reservation {
     const notice = encodeUnsettled({
       requestId: budget.requestId,
       userId: budget.userId,
+      apiKeyId: target.apiKeyId,
+      teamId: budget.teamId,
       model: target.model,
       promptTokens: usage.promptTokens,
       completionTokens: usage.completionTokens,
@@ -171,6 +175,7 @@ export class Reservation {
       latencyMs,
       notice,
       this.upstream,
+      budget.teamId,
     ]);
     if (row === undefined) throw new Error(`quota account of user ${budget.userId} is missing`);
     const used = Number(row.used);

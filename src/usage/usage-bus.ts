@@ -2,26 +2,32 @@ import type { PgNotifications } from '../db/notifications';
 import { USAGE_TOPIC } from './usage-wire';
 import type { UsageEvent } from './usage.types';
 
+/** Whose events a subscription gets: one user's, one team's (its members'), or with null everyone's. */
+export type UsageTarget = { readonly userId: string } | { readonly teamId: string } | null;
+
 /** Where settled requests are announced (the settle statement sends them, see QuotaService). */
 export interface UsageBus {
-  /** One user's events, or with null every user's (for admins). */
-  subscribe(userId: string | null): AsyncIterableIterator<UsageEvent>;
+  subscribe(target: UsageTarget): AsyncIterableIterator<UsageEvent>;
 }
+
+type Subscribers = Map<string, Set<Subscriber<UsageEvent>>>;
 
 /**
  * Usage events through PostgreSQL NOTIFY, so an event settled on any instance reaches
  * subscribers on every instance, exactly when its usage record commits. The settling instance
  * hears its own NOTIFY too: that is its only delivery path, so no subscriber gets an event
- * twice. Subscribers are indexed by user: an event visits its user's subscribers and the
- * "everyone" set, not every subscriber of the instance.
+ * twice. Subscribers are indexed by user and by team: an event visits its user's and its
+ * team's subscribers and the "everyone" set, not every subscriber of the instance.
  */
 export class PgUsageBus implements UsageBus {
-  private readonly byUser = new Map<string, Set<Subscriber<UsageEvent>>>();
+  private readonly byUser: Subscribers = new Map();
+  private readonly byTeam: Subscribers = new Map();
   private readonly everyone = new Set<Subscriber<UsageEvent>>();
 
   constructor(notifications: PgNotifications) {
     notifications.on(USAGE_TOPIC, (event) => {
       for (const subscriber of this.byUser.get(event.userId) ?? []) subscriber.push(event);
+      if (event.teamId !== null) for (const subscriber of this.byTeam.get(event.teamId) ?? []) subscriber.push(event);
       for (const subscriber of this.everyone) subscriber.push(event);
     });
   }
@@ -29,25 +35,30 @@ export class PgUsageBus implements UsageBus {
   /** Live subscriptions on this instance. */
   get subscriberCount(): number {
     let count = this.everyone.size;
-    for (const set of this.byUser.values()) count += set.size;
+    for (const index of [this.byUser, this.byTeam]) for (const set of index.values()) count += set.size;
     return count;
   }
 
-  subscribe(userId: string | null): AsyncIterableIterator<UsageEvent> {
-    if (userId === null) {
+  subscribe(target: UsageTarget): AsyncIterableIterator<UsageEvent> {
+    if (target === null) {
       const subscriber: Subscriber<UsageEvent> = new Subscriber(() => this.everyone.delete(subscriber));
       this.everyone.add(subscriber);
       return subscriber;
     }
-    const set = this.byUser.get(userId) ?? new Set<Subscriber<UsageEvent>>();
-    this.byUser.set(userId, set);
-    const subscriber: Subscriber<UsageEvent> = new Subscriber(() => {
-      set.delete(subscriber);
-      if (set.size === 0 && this.byUser.get(userId) === set) this.byUser.delete(userId);
-    });
-    set.add(subscriber);
-    return subscriber;
+    return 'userId' in target ? join(this.byUser, target.userId) : join(this.byTeam, target.teamId);
   }
+}
+
+/** A subscriber registered under `id` in `index`, unregistered (and the id's set dropped once empty) when it closes. */
+function join(index: Subscribers, id: string): Subscriber<UsageEvent> {
+  const set = index.get(id) ?? new Set<Subscriber<UsageEvent>>();
+  index.set(id, set);
+  const subscriber: Subscriber<UsageEvent> = new Subscriber(() => {
+    set.delete(subscriber);
+    if (set.size === 0 && index.get(id) === set) index.delete(id);
+  });
+  set.add(subscriber);
+  return subscriber;
 }
 
 /**

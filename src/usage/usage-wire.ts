@@ -4,29 +4,44 @@ import type { UsageEvent } from './usage.types';
 /** The PostgreSQL channel that settled requests are announced on. */
 export const USAGE_CHANNEL = 'gateway_usage';
 
-/** An event before settlement: the settle statement adds the quota figures and the time. */
-export type UnsettledUsageEvent = Omit<UsageEvent, 'used' | 'remaining' | 'at' | 'totalTokens'>;
+/** What the settle statement adds to an event: the quota figures of every level and the time. */
+type SettledFigures = 'used' | 'remaining' | 'teamUsed' | 'teamRemaining' | 'apiKeyUsed' | 'apiKeyRemaining' | 'at';
+
+/** An event before settlement. */
+export type UnsettledUsageEvent = Omit<UsageEvent, SettledFigures | 'totalTokens'>;
 
 /**
  * The wire form: ids and numbers only, far below NOTIFY's 8000-byte limit. The settle
- * statement writes `used`, `rem` (remaining, null when unlimited) and `at` into it itself,
- * so the record and its event commit together.
+ * statement writes `used`, `rem` (remaining, null when unlimited), the team's (`tu`, `trem`)
+ * and the key's (`ku`, `krem`) figures, null for a level the request did not belong to, and
+ * `at` into it itself, so the record and its event commit together.
  */
 interface WireEvent {
   r: string;
   u: string;
+  k: string | null;
+  t: string | null;
   m: string;
   p: number;
   c: number;
   used: number;
   rem: number | null;
+  tu: number | null;
+  trem: number | null;
+  ku: number | null;
+  krem: number | null;
   at: string;
 }
 
+const numberOrNull = (value: unknown): number | null => (typeof value === 'number' ? value : null);
+const stringOrNull = (value: unknown): string | null => (typeof value === 'string' ? value : null);
+
 export function encodeUnsettled(event: UnsettledUsageEvent): string {
-  const wire: Omit<WireEvent, 'used' | 'rem' | 'at'> = {
+  const wire: Pick<WireEvent, 'r' | 'u' | 'k' | 't' | 'm' | 'p' | 'c'> = {
     r: event.requestId,
     u: event.userId,
+    k: event.apiKeyId,
+    t: event.teamId,
     m: event.model.slice(0, 256),
     p: event.promptTokens,
     c: event.completionTokens,
@@ -45,12 +60,18 @@ export function decodeUsageEvent(text: string): UsageEvent | null {
   return {
     requestId: wire.r,
     userId: wire.u,
+    apiKeyId: stringOrNull(wire.k),
+    teamId: stringOrNull(wire.t),
     model: String(wire.m ?? ''),
     promptTokens: wire.p,
     completionTokens: wire.c,
     totalTokens: wire.p + wire.c,
     used: Number(wire.used ?? 0),
-    remaining: typeof wire.rem === 'number' ? wire.rem : null,
+    remaining: numberOrNull(wire.rem),
+    teamUsed: numberOrNull(wire.tu),
+    teamRemaining: numberOrNull(wire.trem),
+    apiKeyUsed: numberOrNull(wire.ku),
+    apiKeyRemaining: numberOrNull(wire.krem),
     at: new Date(String(wire.at)),
   };
 }

@@ -2,6 +2,9 @@ import { Field, ID, Int, ObjectType, registerEnumType } from 'type-graphql';
 import { DateTimeResolver } from 'graphql-scalars';
 import { PageInfo } from '../graphql/pagination';
 
+/** The key of the TEAM or API_KEY bucket of records that have none. */
+export const NO_BUCKET_ID = 'none';
+
 @ObjectType({ description: 'One settled request: what it cost and where the quota stands after it.' })
 export class UsageEvent {
   @Field(() => ID)
@@ -9,6 +12,12 @@ export class UsageEvent {
 
   @Field(() => ID)
   userId!: string;
+
+  @Field(() => ID, { nullable: true, description: 'The API key the request came with; null for an access token.' })
+  apiKeyId!: string | null;
+
+  @Field(() => ID, { nullable: true, description: 'The team it was charged to; null when the user has none.' })
+  teamId!: string | null;
 
   @Field(() => String)
   model!: string;
@@ -28,6 +37,18 @@ export class UsageEvent {
   @Field(() => Int, { nullable: true, description: 'null when unlimited.' })
   remaining!: number | null;
 
+  @Field(() => Int, { nullable: true, description: "The team's usage.used after this request; null without a team." })
+  teamUsed!: number | null;
+
+  @Field(() => Int, { nullable: true, description: "What remains of the team's quota; null without a team or when it is unlimited." })
+  teamRemaining!: number | null;
+
+  @Field(() => Int, { nullable: true, description: "The API key's usage.used after this request; null without a key." })
+  apiKeyUsed!: number | null;
+
+  @Field(() => Int, { nullable: true, description: "What remains of the API key's quota; null without a key or when it is unlimited." })
+  apiKeyRemaining!: number | null;
+
   @Field(() => DateTimeResolver)
   at!: Date;
 }
@@ -35,8 +56,14 @@ export class UsageEvent {
 export enum UsageGrouping {
   DAY = 'DAY',
   MODEL = 'MODEL',
+  USER = 'USER',
+  TEAM = 'TEAM',
+  API_KEY = 'API_KEY',
 }
-registerEnumType(UsageGrouping, { name: 'UsageGrouping', description: 'DAY buckets are UTC calendar days.' });
+registerEnumType(UsageGrouping, {
+  name: 'UsageGrouping',
+  description: 'DAY buckets are UTC calendar days; USER, TEAM and API_KEY buckets are keyed by the id.',
+});
 
 @ObjectType({ description: 'One settled request, as charged.' })
 export class UsageRecord {
@@ -48,6 +75,12 @@ export class UsageRecord {
 
   @Field(() => ID)
   userId!: string;
+
+  @Field(() => ID, { nullable: true, description: 'The API key the request came with; null for an access token.' })
+  apiKeyId!: string | null;
+
+  @Field(() => ID, { nullable: true, description: 'The team it was charged to; null when the user had none.' })
+  teamId!: string | null;
 
   @Field(() => String)
   model!: string;
@@ -104,9 +137,11 @@ export class UsageRecordConnection {
   pageInfo!: PageInfo;
 }
 
-@ObjectType({ description: 'Totals of one bucket: a UTC day or a model.' })
+@ObjectType({ description: 'Totals of one bucket: a UTC day, a model, a user, a team or an API key.' })
 export class UsageBucket {
-  @Field(() => String, { description: 'The day (YYYY-MM-DD) or the model name.' })
+  @Field(() => String, {
+    description: `The day (YYYY-MM-DD), the model name, or the user's, team's or key's id (${NO_BUCKET_ID}: records with no team, or made without a key).`,
+  })
   key!: string;
 
   @Field(() => DateTimeResolver, { nullable: true, description: 'Start of the day, for DAY buckets.' })
@@ -114,6 +149,15 @@ export class UsageBucket {
 
   @Field(() => String, { nullable: true, description: 'For MODEL buckets.' })
   model!: string | null;
+
+  @Field(() => ID, { nullable: true, description: 'For USER buckets.' })
+  userId!: string | null;
+
+  @Field(() => ID, { nullable: true, description: 'For TEAM buckets; null for records with no team.' })
+  teamId!: string | null;
+
+  @Field(() => ID, { nullable: true, description: 'For API_KEY buckets; null for records made with an access token.' })
+  apiKeyId!: string | null;
 
   @Field(() => Int)
   requests!: number;

@@ -38,6 +38,10 @@ export class User {
   @Enum({ items: () => QuotaPeriod, type: 'text' })
   quotaPeriod: QuotaPeriod = QuotaPeriod.NONE;
 
+  /** The one team the user belongs to, whose budget binds their requests too; null: none. */
+  @Property({ type: 'uuid', nullable: true })
+  teamId: string | null = null;
+
   /** Bumped on password, role or status change: every token and session issued before dies. */
   @Property({ type: 'integer' })
   tokenVersion = 0;

@@ -1,8 +1,11 @@
 import { Arg, Ctx, Directive, FieldResolver, ID, Int, Mutation, Query, Resolver, Root } from 'type-graphql';
 import { CurrentViewer, type Viewer } from '../auth/viewer';
 import type { GraphQLContext } from '../context';
-import { createUsageLoader } from '../quota/usage-loader';
+import { loadUsage } from '../quota/usage-loader';
 import { QuotaUsage } from '../quota/quota.types';
+import type { Team } from '../teams/team.entity';
+import { loadTeam } from '../teams/team-loader';
+import { TeamType } from '../teams/team.types';
 import type { User } from './user.entity';
 import { CreateUserInput, UpdateUserInput, UserConnection, UserType } from './user.types';
 
@@ -49,9 +52,14 @@ export class UserResolver {
   }
 
   @FieldResolver(() => QuotaUsage, { description: "Spend in the current period; an admin's or your own." })
-  usage(@Root() user: UserType, @CurrentViewer() viewer: Viewer, @Ctx() ctx: GraphQLContext): Promise<QuotaUsage> {
+  usage(@Root() user: User, @CurrentViewer() viewer: Viewer, @Ctx() ctx: GraphQLContext): Promise<QuotaUsage> {
     ctx.services.users.assertMaySeeUsage(viewer, user.id);
-    ctx.usageLoader ??= createUsageLoader(ctx.services.quota);
-    return ctx.usageLoader.load(user);
+    return loadUsage(ctx, { scope: 'USER', id: user.id, tokenLimit: user.tokenLimit, quotaPeriod: user.quotaPeriod });
+  }
+
+  @FieldResolver(() => TeamType, { nullable: true, description: "The team the user belongs to; an admin's or your own." })
+  async team(@Root() user: User, @CurrentViewer() viewer: Viewer, @Ctx() ctx: GraphQLContext): Promise<Team | null> {
+    ctx.services.users.assertMaySeeUsage(viewer, user.id);
+    return user.teamId === null ? null : loadTeam(ctx, user.teamId);
   }
 }

@@ -11,8 +11,10 @@ import type { Database, Sql } from '../db/database';
 import { BadUserInputError, ForbiddenError, UnauthenticatedError } from '../errors';
 import { decodeKeysetCursor, encodeKeysetCursor } from '../graphql/pagination';
 import type { Logger } from '../logger';
+import { validTokenLimit } from '../quota/quota-input';
 import type { QuotaService } from '../quota/quota.service';
 import { isEmail, isUuid, normalizeEmail } from '../rules';
+import type { TeamService } from '../teams/team.service';
 import { QuotaPeriod, Role, User } from './user.entity';
 import type { CreateUserInput, UpdateUserInput, UserConnection } from './user.types';
 
@@ -21,7 +23,7 @@ const MAX_PAGE_SIZE = 100;
 /** decodeKeysetCursor checks the id with a pattern; the ids it sees are ones this server wrote. */
 const CURSOR_USER_ID = /^[0-9a-f-]{36}$/;
 /** What a `User` is mapped from. */
-const USER_COLUMNS = 'id, email, role, disabled, token_limit, quota_period, created_at';
+const USER_COLUMNS = 'id, email, role, disabled, token_limit, quota_period, team_id, created_at';
 
 export interface UserPageRequest {
   first?: number | null;
@@ -36,6 +38,7 @@ interface UserRow {
   disabled: boolean;
   token_limit: number | null;
   quota_period: QuotaPeriod;
+  team_id: string | null;
   /** As text: the pool returns timestamps the way MikroORM does, and `em.map` converts them. */
   created_at: string;
 }
@@ -54,14 +57,6 @@ function isDuplicateEmail(error: unknown): boolean {
   return error instanceof DatabaseError && error.code === '23505' && error.constraint === 'users_email_unique';
 }
 
-function validTokenLimit(limit: number | null | undefined, field: string): number | null {
-  if (limit === null || limit === undefined) return null;
-  if (!Number.isSafeInteger(limit) || limit < 0 || limit > 2_147_483_647) {
-    throw new BadUserInputError('tokenLimit must be a whole number from 0 to 2147483647, or null for unlimited.', field);
-  }
-  return limit;
-}
-
 function rowToUser(em: EntityManager, row: UserRow): User {
   return em.map(User, {
     id: row.id,
@@ -70,6 +65,7 @@ function rowToUser(em: EntityManager, row: UserRow): User {
     disabled: row.disabled,
     token_limit: row.token_limit,
     quota_period: row.quota_period,
+    team_id: row.team_id,
     created_at: row.created_at,
   });
 }
@@ -80,6 +76,7 @@ export class UserService {
     private readonly auth: AuthService,
     private readonly audit: AuditService,
     private readonly quota: QuotaService,
+    private readonly teams: TeamService,
     private readonly log: Logger,
     private readonly db: Database,
   ) {}
@@ -116,14 +113,15 @@ export class UserService {
     user.passwordHash = await this.auth.passwords.hash(input.password);
     try {
       await this.db.transaction(async (tx) => {
+        if (input.teamId != null) user.teamId = await this.teams.assertExists(tx, input.teamId, 'teamId');
         await this.audit.record(tx, {
           action: AuditAction.USER_CREATED,
           actor,
           targetUserId: user.id,
-          details: { email: user.email, role: user.role, tokenLimit: user.tokenLimit, quotaPeriod: user.quotaPeriod },
+          details: { email: user.email, role: user.role, tokenLimit: user.tokenLimit, quotaPeriod: user.quotaPeriod, teamId: user.teamId ?? null },
         });
         await insertUser(tx, user);
-        await this.quota.openAccount(tx, user.id);
+        await this.quota.openAccount(tx, 'USER', user.id);
       });
     } catch (error) {
       if (isDuplicateEmail(error)) throw new BadUserInputError('A user with this email already exists.', 'email');
@@ -135,8 +133,8 @@ export class UserService {
 
   async update(actor: Viewer, id: string, input: UpdateUserInput, clientAddress: string): Promise<User> {
     const selfChange = actor.userId === id;
-    if (selfChange && (input.role != null || input.tokenLimit !== undefined || input.quotaPeriod != null)) {
-      throw new ForbiddenError('Nobody can change their own role or quota.');
+    if (selfChange && (input.role != null || input.tokenLimit !== undefined || input.quotaPeriod != null || input.teamId !== undefined)) {
+      throw new ForbiddenError('Nobody can change their own role, quota or team.');
     }
     if (selfChange && input.disabled === true) throw new ForbiddenError('Nobody can disable themselves.');
     const email = input.email == null ? undefined : validEmail(input.email, 'email');
@@ -161,10 +159,11 @@ export class UserService {
         const disabled = input.disabled ?? user.disabled;
         const quotaPeriod = input.quotaPeriod ?? user.quota_period;
         const newTokenLimit = tokenLimit === undefined ? user.token_limit : tokenLimit;
+        const teamId = input.teamId === undefined ? user.team_id : input.teamId === null ? null : await this.teams.assertExists(tx, input.teamId, 'teamId');
         const endSessions = passwordHash !== null || role !== user.role || disabled !== user.disabled;
         const changes = changedFields(
-          { email: user.email, role: user.role, disabled: user.disabled, tokenLimit: user.token_limit, quotaPeriod: user.quota_period },
-          { email: email ?? user.email, role, disabled, tokenLimit: newTokenLimit, quotaPeriod },
+          { email: user.email, role: user.role, disabled: user.disabled, tokenLimit: user.token_limit, quotaPeriod: user.quota_period, teamId: user.team_id },
+          { email: email ?? user.email, role, disabled, tokenLimit: newTokenLimit, quotaPeriod, teamId },
         );
         if (passwordHash !== null) changes.password = SECRET_CHANGED;
         await this.audit.record(tx, {
@@ -176,14 +175,24 @@ export class UserService {
         const [row] = await tx.query<UserRow>(
           `update users
               set email = $2, password_hash = coalesce($3, password_hash), role = $4, disabled = $5, token_limit = $6,
-                  quota_period = $7, token_version = token_version + $8, updated_at = now()
+                  quota_period = $7, token_version = token_version + $8, team_id = $9, updated_at = now()
             where id = $1
           returning ${USER_COLUMNS}`,
-          [user.id, email ?? user.email, passwordHash, role, disabled, newTokenLimit, quotaPeriod, endSessions ? 1 : 0],
+          [
+            user.id,
+            email ?? user.email,
+            passwordHash,
+            role,
+            disabled,
+            newTokenLimit,
+            quotaPeriod,
+            endSessions ? 1 : 0,
+            teamId,
+          ],
         );
         if (endSessions) await this.auth.revokeAllSessions(tx, user.id);
         await this.auth.credentialsChanged(tx, user.id);
-        if (quotaPeriod !== user.quota_period) await this.quota.recountPeriod(tx, user.id, quotaPeriod);
+        if (quotaPeriod !== user.quota_period) await this.quota.recountPeriod(tx, 'USER', user.id, quotaPeriod);
         this.log.info({ event: 'user_updated', userId: user.id, by: actor.userId, endSessions }, 'user updated');
         return row;
       });
@@ -272,8 +281,8 @@ export class UserService {
 
 async function insertUser(sql: Sql, user: User): Promise<void> {
   await sql.query(
-    `insert into users (id, email, password_hash, role, disabled, token_limit, quota_period, token_version, created_at, updated_at)
-     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)`,
-    [user.id, user.email, user.passwordHash, user.role, user.disabled, user.tokenLimit, user.quotaPeriod, user.tokenVersion, user.createdAt],
+    `insert into users (id, email, password_hash, role, disabled, token_limit, quota_period, team_id, token_version, created_at, updated_at)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)`,
+    [user.id, user.email, user.passwordHash, user.role, user.disabled, user.tokenLimit, user.quotaPeriod, user.teamId, user.tokenVersion, user.createdAt],
   );
 }

@@ -73,6 +73,9 @@ export class CreateUserInput {
 
   @Field(() => QuotaPeriod, { nullable: true, description: 'NONE when omitted.' })
   quotaPeriod?: QuotaPeriod | null;
+
+  @Field(() => ID, { nullable: true, description: 'The team to join; none when omitted.' })
+  teamId?: string | null;
 }
 
 @InputType({ description: 'Only the fields given change. tokenLimit: null makes the user unlimited.' })
@@ -94,4 +97,7 @@ export class UpdateUserInput {
 
   @Field(() => Boolean, { nullable: true, description: 'Disabling ends every session and API key use at once.' })
   disabled?: boolean | null;
+
+  @Field(() => ID, { nullable: true, description: 'Moves the user to this team; null takes them out of theirs. Requests already running stay charged where they started.' })
+  teamId?: string | null;
 }

@@ -1,5 +1,7 @@
 import type { TypedDocumentNode } from '@graphql-typed-document-node/core';
 import {
+  CreateTeamDocument,
+  UpdateTeamDocument,
   AuditLogDocument,
   ChangePasswordDocument,
   CreateApiKeyDocument,
@@ -55,6 +57,19 @@ describe('audit log: an entry for each change, in its transaction', () => {
   async function newUser(): Promise<SignedIn> {
     return keepSignedIn(await createUser(gateway, admin.token));
   }
+
+  it('TEAM_CREATED and TEAM_UPDATED: the admin is actor, the team named, each changed field with its old and new value', async () => {
+    const { createTeam: team } = dataOf(await gateway.gql(CreateTeamDocument, { input: { name: `audited-${Date.now()}`, tokenLimit: 1000 } }, admin.token), 'createTeam');
+    dataOf(await gateway.gql(UpdateTeamDocument, { id: team.id, input: { tokenLimit: 2000 } }, admin.token), 'updateTeam');
+    const latest = async (action: 'TEAM_CREATED' | 'TEAM_UPDATED') =>
+      dataOf(await gateway.gql(AuditLogDocument, { action, first: 1 }, admin.token), action).auditLog.nodes[0];
+    expect(await latest('TEAM_CREATED')).toMatchObject({
+      actorId: admin.id,
+      targetUserId: null,
+      details: { teamId: team.id, name: team.name, tokenLimit: 1000, quotaPeriod: 'NONE' },
+    });
+    expect((await latest('TEAM_UPDATED'))?.details).toEqual({ teamId: team.id, changes: { tokenLimit: { old: 1000, new: 2000 } } });
+  });
 
   it('LOGIN: the user is actor and target, from the client address', async () => {
     const user = await newUser();
@@ -133,7 +148,7 @@ describe('audit log: an entry for each change, in its transaction', () => {
         actorId: admin.id,
         targetUserId: id,
         ip: address(26),
-        details: { email, role: 'USER', tokenLimit: 5000, quotaPeriod: 'DAILY' },
+        details: { email, role: 'USER', tokenLimit: 5000, quotaPeriod: 'DAILY', teamId: null },
       }),
     ]);
   });

@@ -119,7 +119,7 @@ describe('auditLog', () => {
         expect.objectContaining({
           actorId: null,
           ip: null,
-          details: { email: TEST_ADMIN.email, role: 'ADMIN', tokenLimit: null, quotaPeriod: 'NONE' },
+          details: { email: TEST_ADMIN.email, role: 'ADMIN', tokenLimit: null, quotaPeriod: 'NONE', teamId: null },
         }),
       ]);
       const updates = dataOf(await read(user.id), 'auditLog').auditLog.nodes.filter((entry) => entry.action === 'USER_UPDATED');

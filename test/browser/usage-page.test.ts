@@ -1,7 +1,8 @@
 import type { Browser, Page } from 'playwright-core';
 import { requireBuilt, startTestGateway, type TestGateway } from '../helpers/server';
 import { LoginDocument } from '../generated/graphql';
-import { createUser, signInAdmin, TEST_ADMIN, uniqueEmail } from '../helpers/client';
+import { chat, createApiKey, createUser, signInAdmin, TEST_ADMIN, uniqueEmail, usageOf } from '../helpers/client';
+import { createTeam, teamUsageOf } from '../budgets/support';
 import { chatAs, formatNumber, launchChromium, screenshotPath, watchProblems } from './support';
 
 describe('the live usage page at /usage, in Chromium', () => {
@@ -146,5 +147,44 @@ describe('the live usage page at /usage, in Chromium', () => {
     await alicePage.screenshot({ path: screenshotPath('usage-page-user.png'), fullPage: true, animations: 'disabled' });
     await adminPage.screenshot({ path: screenshotPath('usage-page.png'), fullPage: true, animations: 'disabled' });
     expect(problems).toEqual([]);
+  });
+
+  it("shows a member their team's bar and each of their keys' bars, moving with their requests", async () => {
+    const team = await createTeam(gateway, admin, { name: `Platform ${Math.random().toString(36).slice(2, 6)}`, tokenLimit: 5_000 });
+    const carla = await createUser(gateway, admin, { email: uniqueEmail('carla'), tokenLimit: 3_000, teamId: team.id });
+    const dan = await createUser(gateway, admin, { email: uniqueEmail('dan'), teamId: team.id });
+    const ci = await createApiKey(gateway, carla.token, 'ci', { tokenLimit: 1_000 });
+    const laptop = await createApiKey(gateway, carla.token, 'laptop');
+    const ciRow = `#key-rows tr[data-key-id="${ci.id}"]`;
+    const laptopRow = `#key-rows tr[data-key-id="${laptop.id}"]`;
+
+    const page = await openPage();
+    await signIn(page, carla.email, carla.password);
+    await page.waitForSelector('#status[data-status=live]');
+    await waitForText(page, '#team-name', team.name);
+    await waitForText(page, '#team-limit', '5,000');
+    await waitForText(page, `${ciRow} td.used`, '0');
+    await waitForText(page, `${laptopRow} td:nth-child(3)`, 'unlimited');
+
+    // A request made with the ci key moves Carla's bar, the team's and the key's, not the other key's.
+    await chat(gateway, ci.secret, 'With the ci key.', 20);
+    const used = (await usageOf(gateway, carla.token)).used;
+    await waitForText(page, '#used', formatNumber(used));
+    await waitForText(page, '#team-used', formatNumber(used));
+    await waitForText(page, `${ciRow} td.used`, formatNumber(used));
+    await waitForText(page, '#team-remaining', `${formatNumber(5_000 - used)} left`);
+    expect(await page.textContent(`${laptopRow} td.used`)).toBe('0');
+
+    // A teammate's spend shows in the team's total with Carla's next request.
+    await chat(gateway, dan.token, "Dan's turn.", 12);
+    await chat(gateway, laptop.secret, 'With the laptop key.', 16);
+    const teamUsed = (await teamUsageOf(gateway, carla.token)).used;
+    await waitForText(page, '#team-used', formatNumber(teamUsed));
+    await waitForText(page, `${laptopRow} td.used`, formatNumber((await usageOf(gateway, carla.token)).used - used));
+    expect(await page.getAttribute('#team-bar', 'aria-valuenow')).toBe(String(teamUsed));
+
+    await page.screenshot({ path: screenshotPath('usage-page-team.png'), fullPage: true, animations: 'disabled' });
+    expect(problems).toEqual([]);
+    await page.context().close();
   });
 });

@@ -186,6 +186,7 @@ export interface NewUser {
   quotaPeriod?: QuotaPeriod;
   email?: string;
   password?: string;
+  teamId?: string | null;
 }
 
 /** Creates a user through `createUser` (as the admin whose access token is `adminToken`) and signs them in. */
@@ -196,9 +197,14 @@ export async function createUser(gateway: TestGateway, adminToken: string, user:
   return signIn(gateway, email, password);
 }
 
-/** A new API key of the user behind `token`. */
-export async function createApiKey(gateway: TestGateway, token: string, name = 'test key'): Promise<{ id: string; secret: string; prefix: string }> {
-  const { createApiKey: created } = dataOf(await gateway.gql(CreateApiKeyDocument, { name }, token), 'createApiKey');
+/** A new API key of the user behind `token`, with a budget of its own when `budget` gives one. */
+export async function createApiKey(
+  gateway: TestGateway,
+  token: string,
+  name = 'test key',
+  budget: { tokenLimit?: number | null; quotaPeriod?: QuotaPeriod } = {},
+): Promise<{ id: string; secret: string; prefix: string }> {
+  const { createApiKey: created } = dataOf(await gateway.gql(CreateApiKeyDocument, { name, ...budget }, token), 'createApiKey');
   return { id: created.apiKey.id, secret: created.secret, prefix: created.apiKey.prefix };
 }
 

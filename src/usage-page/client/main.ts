@@ -1,5 +1,6 @@
-// The live usage page: sign in, then `me.usage` as a bar that follows `usageUpdated`, the latest
-// requests, and for admins everyone's spend. The page writes text only (textContent), never HTML.
+// The live usage page: sign in, then `me.usage` as a bar that follows `usageUpdated`, your team's
+// bar and your API keys' bars, the latest requests, and for admins everyone's spend. The page
+// writes text only (textContent), never HTML.
 import type { Client } from 'graphql-ws';
 import { closeCodeOf, forgetAccessToken, GatewayError, isSignedIn, liveClient, query, signIn, signOut, type LiveStatus } from './api';
 
@@ -9,10 +10,23 @@ interface Usage {
   remaining: number | null;
   periodEnd?: string | null; // null: a lifetime quota
 }
+interface Team {
+  id: string;
+  name: string;
+  usage: Usage;
+}
 interface Me {
   id: string;
   email: string;
   role: 'USER' | 'ADMIN';
+  usage: Usage;
+  team: Team | null;
+}
+interface ApiKey {
+  id: string;
+  name: string;
+  prefix: string;
+  revokedAt: string | null;
   usage: Usage;
 }
 interface UserRow {
@@ -22,28 +36,43 @@ interface UserRow {
 }
 interface UsageEvent {
   userId: string;
+  teamId: string | null;
+  apiKeyId: string | null;
   model: string;
   promptTokens: number;
   completionTokens: number;
   totalTokens: number;
   used: number;
   remaining: number | null;
+  teamUsed: number | null;
+  teamRemaining: number | null;
+  apiKeyUsed: number | null;
+  apiKeyRemaining: number | null;
   at: string;
 }
 
-const ME = `query Me { me { id email role usage { used limit remaining periodEnd } } }`;
+const USAGE = 'usage { used limit remaining periodEnd }';
+const ME = `query Me {
+  me { id email role ${USAGE} team { id name ${USAGE} } }
+  apiKeys { id name prefix revokedAt ${USAGE} }
+}`;
 const USERS = `query Everyone($after: String) {
   users(first: 100, after: $after) { nodes { id email usage { used limit } } pageInfo { hasNextPage endCursor } }
 }`;
 // Without userId: your own events; for an admin, everyone's.
 const USAGE_UPDATED = `subscription LiveUsage {
-  usageUpdated { userId model promptTokens completionTokens totalTokens used remaining at }
+  usageUpdated {
+    userId teamId apiKeyId model promptTokens completionTokens totalTokens used remaining
+    teamUsed teamRemaining apiKeyUsed apiKeyRemaining at
+  }
 }`;
 
 const MAX_EVENTS = 8;
 const numbers = new Intl.NumberFormat();
 
 let me: Me | null = null;
+/** The signed-in user's keys that still work. */
+const keys = new Map<string, ApiKey>();
 const everyone = new Map<string, UserRow>();
 let live: Client | null = null;
 
@@ -76,16 +105,46 @@ function fillBar(bar: HTMLElement, used: number, limit: number | null): void {
   fill.style.width = `${(limit === null ? 1 : share) * 100}%`; // CSSOM, which the CSP allows
 }
 
-function renderUsage(usage: Usage): void {
+/** Fills the figures and bar whose ids start with `prefix`: yours (no prefix) or your team's (`team-`). */
+function renderUsage(usage: Usage, prefix = ''): void {
   const { used, limit, remaining, periodEnd } = usage;
-  el('used').textContent = numbers.format(used);
-  el('limit').textContent = limit === null ? 'unlimited' : numbers.format(limit);
-  el('remaining').textContent = remaining === null ? 'no limit' : `${numbers.format(remaining)} left`;
-  el('period').textContent = periodEnd ? `resets ${new Date(periodEnd).toLocaleString()}` : 'lifetime quota';
-  const bar = el('bar');
+  el(`${prefix}used`).textContent = numbers.format(used);
+  el(`${prefix}limit`).textContent = limit === null ? 'unlimited' : numbers.format(limit);
+  el(`${prefix}remaining`).textContent = remaining === null ? 'no limit' : `${numbers.format(remaining)} left`;
+  el(`${prefix}period`).textContent = periodEnd ? `resets ${new Date(periodEnd).toLocaleString()}` : 'lifetime quota';
+  const bar = el(`${prefix}bar`);
   bar.setAttribute('aria-valuenow', String(used));
   if (limit !== null) bar.setAttribute('aria-valuemax', String(limit));
   fillBar(bar, used, limit);
+}
+
+function renderTeam(team: Team | null): void {
+  el('team').hidden = team === null;
+  if (team === null) return;
+  el('team-name').textContent = team.name;
+  renderUsage(team.usage, 'team-');
+}
+
+function renderKeys(changedId?: string): void {
+  el('keys').hidden = keys.size === 0;
+  el('key-rows').replaceChildren(
+    ...[...keys.values()].map((key) => {
+      const row = make('tr', '', key.id === changedId ? 'changed' : '');
+      row.dataset.keyId = key.id;
+      const bar = make('div', '', 'bar mini');
+      bar.append(make('div', '', 'fill'));
+      fillBar(bar, key.usage.used, key.usage.limit);
+      const barCell = make('td');
+      barCell.append(bar);
+      row.append(
+        make('td', `${key.name} (${key.prefix}…)`),
+        make('td', numbers.format(key.usage.used), 'num used'),
+        make('td', key.usage.limit === null ? 'unlimited' : numbers.format(key.usage.limit), 'num'),
+        barCell,
+      );
+      return row;
+    }),
+  );
 }
 
 function renderEvent(event: UsageEvent): void {
@@ -146,11 +205,16 @@ async function loadEveryone(): Promise<void> {
 }
 
 async function load(): Promise<void> {
-  ({ me } = await query<{ me: Me }>(ME));
+  const loaded = await query<{ me: Me; apiKeys: ApiKey[] }>(ME);
+  me = loaded.me;
+  keys.clear();
+  for (const key of loaded.apiKeys) if (key.revokedAt === null) keys.set(key.id, key);
   el('account-email').textContent = me.email;
   el('account-role').textContent = me.role.toLowerCase();
   el('account').hidden = false;
   renderUsage(me.usage);
+  renderTeam(me.team);
+  renderKeys();
   el('everyone').hidden = me.role !== 'ADMIN';
   if (me.role === 'ADMIN') await loadEveryone();
 }
@@ -164,6 +228,16 @@ function onEvent(event: UsageEvent): void {
     renderUsage(me.usage);
     // A new quota period began: reload for its new end.
     if (me.usage.periodEnd && Date.parse(me.usage.periodEnd) <= Date.now()) void load().catch(fail);
+    const key = event.apiKeyId === null ? undefined : keys.get(event.apiKeyId);
+    if (key && event.apiKeyUsed !== null) {
+      key.usage = { ...key.usage, used: event.apiKeyUsed, remaining: event.apiKeyRemaining };
+      renderKeys(key.id);
+    }
+  }
+  // Your teammates' events reach only admins; each one carries the team's total after it.
+  if (me.team && event.teamId === me.team.id && event.teamUsed !== null) {
+    me.team.usage = { ...me.team.usage, used: event.teamUsed, remaining: event.teamRemaining };
+    renderTeam(me.team);
   }
   if (me.role === 'ADMIN') {
     const user = everyone.get(event.userId);
