@@ -24,7 +24,7 @@ import { createUser, postGraphQL, signInAdmin, type SignedIn } from '../helpers/
 
 /** The only root fields anyone may call (the issue's list, not the implementation's). */
 const PUBLIC = new Set(['Query.serverInfo', 'Mutation.login', 'Mutation.refresh', 'Mutation.logout']);
-const ADMIN_ONLY = new Set(['Query.user', 'Query.users', 'Mutation.createUser', 'Mutation.updateUser', 'Query.upstreams', 'Query.auditLog']);
+const ADMIN_ONLY = new Set(['Query.user', 'Query.users', 'Mutation.createUser', 'Mutation.updateUser', 'Query.upstreams', 'Query.auditLog', 'Query.teams', 'Query.team', 'Mutation.createTeam', 'Mutation.updateTeam']);
 
 interface RootField {
   name: string;

@@ -177,6 +177,9 @@ describe('usage history and summary', () => {
         key: day,
         day: `${day}T00:00:00.000Z`,
         model: null,
+        userId: null,
+        teamId: null,
+        apiKeyId: null,
         ...totals(aliceSeeds.filter((seed) => seed.at.startsWith(day))),
       })),
     );
@@ -185,7 +188,7 @@ describe('usage history and summary', () => {
 
     const byModel = await gateway.gql(UsageSummaryDocument, { ...range, groupBy: 'MODEL' }, alice.token);
     expect(byModel.data?.usageSummary).toEqual(
-      [...MODELS].sort().map((model) => ({ key: model, day: null, model, ...totals(aliceSeeds.filter((seed) => seed.model === model)) })),
+      [...MODELS].sort().map((model) => ({ key: model, day: null, model, userId: null, teamId: null, apiKeyId: null, ...totals(aliceSeeds.filter((seed) => seed.model === model)) })),
     );
 
     // A range narrows the buckets; an admin sees the same for the user.
@@ -196,6 +199,9 @@ describe('usage history and summary', () => {
         key: '2026-03-02',
         day: '2026-03-02T00:00:00.000Z',
         model: null,
+        userId: null,
+        teamId: null,
+        apiKeyId: null,
         ...totals(aliceSeeds.filter((seed) => seed.at >= narrow.from.replace('.000Z', '') && Date.parse(seed.at) < Date.parse(narrow.to))),
       },
     ]);
