@@ -27,6 +27,8 @@ export interface GenerationPlan {
 export interface GenerationStep {
   /** Text this step releases to the client; may be empty. */
   delta: string;
+  /** The text of the token generated ('' for the end-of-turn token), for logprobs. */
+  token: string;
   finishReason: FinishReason | null;
   /** The stop string that ended the answer, as vLLM reports it; null otherwise. */
   stopReason: string | null;
@@ -57,9 +59,20 @@ export function seededRandom(seed: number): () => number {
   };
 }
 
-/** The generation seed: the request's `seed` when given, else a hash of the prompt. */
-export function generationSeed(requestSeed: number | null, promptFingerprint: string): number {
-  return requestSeed === null ? fnv1a(promptFingerprint) : fnv1a(String(requestSeed));
+/**
+ * The generation seed: the request's `seed` when given, else a hash of the prompt. Choice 0
+ * of `n` keeps the plain seed; the others draw their own from it.
+ */
+export function generationSeed(requestSeed: number | null, promptFingerprint: string, choice = 0): number {
+  const seed = requestSeed === null ? fnv1a(promptFingerprint) : fnv1a(String(requestSeed));
+  return choice === 0 ? seed : fnv1a(`${seed}:${choice}`);
+}
+
+/** `count` lorem words, lower case and space-separated, for values in structured output. */
+export function loremWords(random: () => number, count: number): string {
+  const words: string[] = [];
+  for (let i = 0; i < count; i++) words.push(WORDS[Math.floor(random() * WORDS.length)]);
+  return words.join(' ');
 }
 
 export class Generation {
@@ -92,28 +105,29 @@ export class Generation {
     const index = this.completionTokens++;
     const { plan } = this;
     if (!plan.ignoreEos && index >= plan.minTokens && index >= this.naturalLength) {
-      return this.finish('stop', null);
+      return this.finish('stop', null, '');
     }
     const previousLength = this.text.length;
-    this.text += this.nextPiece(index);
+    const token = this.nextPiece(index);
+    this.text += token;
     // vLLM does not look for stop strings before min_tokens have been generated.
     if (this.longestStop > 0 && this.completionTokens >= plan.minTokens) {
       const stopped = this.cutAtStopString(previousLength);
-      if (stopped !== null) return this.finish('stop', stopped);
+      if (stopped !== null) return this.finish('stop', stopped, token);
     }
-    if (this.completionTokens >= plan.maxTokens) return this.finish('length', null);
+    if (this.completionTokens >= plan.maxTokens) return this.finish('length', null, token);
     const releasable = Math.max(this.released, this.text.length - this.holdBack);
     const delta = this.text.slice(this.released, releasable);
     this.released = releasable;
-    return { delta, finishReason: null, stopReason: null };
+    return { delta, token, finishReason: null, stopReason: null };
   }
 
-  private finish(finishReason: FinishReason, stopReason: string | null): GenerationStep {
+  private finish(finishReason: FinishReason, stopReason: string | null, token: string): GenerationStep {
     this.finishReason = finishReason;
     this.stopReason = stopReason;
     const delta = this.text.slice(this.released);
     this.released = this.text.length;
-    return { delta, finishReason, stopReason };
+    return { delta, token, finishReason, stopReason };
   }
 
   /** Like vLLM, only the tail that the new token could have completed is searched. */

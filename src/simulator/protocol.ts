@@ -186,11 +186,15 @@ class FieldReader {
         );
         return;
       }
+      const toolCalls = this.toolCalls(message['tool_calls'], [key, index, 'tool_calls']);
+      if (role === 'tool' && typeof message['tool_call_id'] !== 'string') {
+        this.issues.push({ type: 'missing', loc: [key, index, 'tool_call_id'], msg: 'Field required' });
+      }
       const content = message['content'];
       if (content === undefined || content === null) {
-        turns.push({ role, content: '' });
+        turns.push({ role, content: '', toolCalls });
       } else if (typeof content === 'string') {
-        turns.push({ role, content });
+        turns.push({ role, content, toolCalls });
       } else if (Array.isArray(content)) {
         const texts: string[] = [];
         for (const part of content) {
@@ -201,7 +205,7 @@ class FieldReader {
           }
         }
         // vLLM's "string" content format joins text parts with newlines.
-        turns.push({ role, content: texts.join('\n') });
+        turns.push({ role, content: texts.join('\n'), toolCalls });
       } else {
         this.issues.push({
           type: 'string_type',
@@ -211,6 +215,61 @@ class FieldReader {
       }
     });
     return { turns, nonTextPart };
+  }
+
+  /** An assistant turn's `tool_calls`: `[{id, type: "function", function: {name, arguments}}]`. */
+  private toolCalls(value: unknown, loc: ReadonlyArray<string | number>): ChatTurn['toolCalls'] {
+    if (value === undefined || value === null) return [];
+    if (!Array.isArray(value)) {
+      this.issues.push({ type: 'list_type', loc, msg: 'Input should be a valid list' });
+      return [];
+    }
+    const calls: { name: string; arguments: string }[] = [];
+    value.forEach((call: unknown, index) => {
+      const fn = isJsonObject(call) ? call['function'] : undefined;
+      if (!isJsonObject(fn)) {
+        this.issues.push({ type: 'missing', loc: [...loc, index, 'function'], msg: 'Field required' });
+      } else if (typeof fn['name'] !== 'string' || typeof fn['arguments'] !== 'string') {
+        const field = typeof fn['name'] !== 'string' ? 'name' : 'arguments';
+        this.issues.push({ type: 'missing', loc: [...loc, index, 'function', field], msg: 'Field required' });
+      } else {
+        calls.push({ name: fn['name'], arguments: fn['arguments'] });
+      }
+    });
+    return calls;
+  }
+
+  /** `tools`: `[{type: "function", function: {name, description?, parameters?}}]`, each also as the JSON the template lists. */
+  tools(key: string): ToolParam[] | null {
+    const value = this.body[key];
+    if (value === undefined || value === null) return null;
+    if (!Array.isArray(value)) {
+      this.issues.push({ type: 'list_type', loc: [key], msg: 'Input should be a valid list' });
+      return null;
+    }
+    const tools: ToolParam[] = [];
+    value.forEach((tool: unknown, index) => {
+      const fn = isJsonObject(tool) ? tool['function'] : undefined;
+      if (!isJsonObject(fn)) {
+        this.issues.push({ type: 'missing', loc: [key, index, 'function'], msg: 'Field required' });
+      } else if (typeof fn['name'] !== 'string') {
+        this.issues.push({ type: 'missing', loc: [key, index, 'function', 'name'], msg: 'Field required' });
+      } else if (fn['parameters'] !== undefined && fn['parameters'] !== null && !isJsonObject(fn['parameters'])) {
+        this.issues.push({ type: 'dict_type', loc: [key, index, 'function', 'parameters'], msg: 'Input should be a valid dictionary' });
+      } else {
+        const parameters = isJsonObject(fn['parameters']) ? fn['parameters'] : null;
+        tools.push({ name: fn['name'], parameters, json: JSON.stringify(tool) });
+      }
+    });
+    return tools;
+  }
+
+  object(key: string): JsonObject | null {
+    const value = this.body[key];
+    if (value === undefined || value === null) return null;
+    if (isJsonObject(value)) return value;
+    this.issues.push({ type: 'dict_type', loc: [key], msg: 'Input should be a valid dictionary' });
+    return null;
   }
 
   streamOptions(key: string): { includeUsage: boolean; continuousUsageStats: boolean } | null {
@@ -241,14 +300,27 @@ function requireObjectBody(body: unknown): JsonObject {
   );
 }
 
-export interface ChatCompletionParams {
+/** One entry of `tools`. */
+export interface ToolParam {
+  name: string;
+  parameters: JsonObject | null;
+  /** The entry as sent, for the chat template to list. */
+  json: string;
+}
+
+export type ToolChoice = 'none' | 'auto' | 'required' | { name: string };
+
+/** `response_format`, as far as the simulator follows it. */
+export type ResponseFormat = { type: 'text' } | { type: 'json_object' } | { type: 'json_schema'; schema: JsonObject };
+
+/** What every generating endpoint (chat, completions) reads the same way. */
+export interface SamplingFields {
   model: string | null;
-  turns: ChatTurn[];
   stream: boolean;
   includeUsage: boolean;
   continuousUsageStats: boolean;
-  /** `max_completion_tokens or max_tokens`, Python's `or`: 0 and null fall through. */
-  requestedMaxTokens: number | null;
+  /** Choices per prompt. */
+  n: number;
   temperature: number | null;
   topP: number | null;
   stop: string[];
@@ -256,8 +328,117 @@ export interface ChatCompletionParams {
   ignoreEos: boolean;
   minTokens: number;
   includeStopStrInOutput: boolean;
+  responseFormat: ResponseFormat;
+  cacheSalt: string | null;
+}
+
+export interface ChatCompletionParams extends SamplingFields {
+  turns: ChatTurn[];
+  /** `max_completion_tokens or max_tokens`, Python's `or`: 0 and null fall through. */
+  requestedMaxTokens: number | null;
   addGenerationPrompt: boolean;
+  continueFinalMessage: boolean;
   addSpecialTokens: boolean;
+  tools: ToolParam[];
+  toolChoice: ToolChoice;
+  /** Logprobs of each generated token, with this many alternatives; null: none. */
+  topLogprobs: number | null;
+  chatTemplateKwargs: JsonObject;
+  reasoningEffort: string | null;
+  includeReasoning: boolean;
+}
+
+/** vLLM's `max_logprobs` default. */
+const MAX_LOGPROBS = 20;
+
+/** A model validator's `VLLMValidationError`, raised inside pydantic: a schema error carrying its parameter. */
+function validatorFailure(fields: FieldReader, message: string, parameter: string): ApiError {
+  fields.issues.push({ type: 'value_error', loc: [], msg: `Value error, ${message} (parameter=${parameter})` });
+  return fields.fail(parameter);
+}
+
+/** `check_tool_usage`: the tool_choice a request may have, given its tools. */
+function toolChoiceOf(object: JsonObject, tools: ToolParam[] | null, fields: FieldReader): ToolChoice {
+  if (Array.isArray(object['tools']) && object['tools'].length === 0) {
+    throw validatorFailure(fields, '`tools` must not be an empty array. Either provide at least one tool or omit the field entirely.', 'tools');
+  }
+  const raw = object['tool_choice'] === undefined && tools !== null ? 'auto' : object['tool_choice'];
+  if (raw === undefined || raw === null || raw === 'none') return 'none';
+  if (tools === null) throw validatorFailure(fields, 'When using `tool_choice`, `tools` must be set.', 'tool_choice');
+  if (raw === 'auto' || raw === 'required') return raw;
+  if (!isJsonObject(raw)) {
+    throw validatorFailure(fields, `Invalid value for \`tool_choice\`: ${String(raw)}! Only named tools, "none", "auto" or "required" are supported.`, 'tool_choice');
+  }
+  const usage = 'Correct usage: `{"type": "function", "function": {"name": "my_function"}}`';
+  const fn = raw['function'];
+  if (!isJsonObject(fn)) throw validatorFailure(fields, `Invalid value for \`function\`: \`${String(fn)}\` in \`tool_choice\`! ${usage}`, 'tool_choice.function');
+  if (typeof fn['name'] !== 'string' || fn['name'] === '') {
+    throw validatorFailure(fields, `Invalid \`name\` in \`function\`: \`${String(fn['name'])}\` in \`tool_choice\`! ${usage}`, 'tool_choice.function.name');
+  }
+  const name = fn['name'];
+  if (!tools.some((tool) => tool.name === name)) {
+    throw validatorFailure(fields, 'The tool specified in `tool_choice` does not match any of the specified `tools`', 'tool_choice');
+  }
+  return { name };
+}
+
+function responseFormatOf(object: JsonObject, fields: FieldReader): ResponseFormat {
+  const raw = object['response_format'];
+  if (raw === undefined || raw === null) return { type: 'text' };
+  const type = isJsonObject(raw) ? raw['type'] : undefined;
+  if (type === 'text' || type === 'json_object') return { type };
+  if (type === 'json_schema' && isJsonObject(raw)) {
+    const jsonSchema = raw['json_schema'];
+    if (!isJsonObject(jsonSchema)) {
+      throw validatorFailure(fields, "When response_format type is 'json_schema', the 'json_schema' field must be provided.", 'response_format');
+    }
+    return { type: 'json_schema', schema: isJsonObject(jsonSchema['schema']) ? jsonSchema['schema'] : { type: 'object' } };
+  }
+  fields.issues.push({ type: 'literal_error', loc: ['response_format', 'type'], msg: "Input should be 'text', 'json_object' or 'json_schema'" });
+  throw fields.fail();
+}
+
+/** `validate_cache_salt`. */
+function cacheSaltOf(object: JsonObject, fields: FieldReader): string | null {
+  const salt = object['cache_salt'];
+  if (salt === undefined || salt === null) return null;
+  if (typeof salt !== 'string' || salt === '') {
+    throw validatorFailure(fields, "Parameter 'cache_salt' must be a non-empty string if provided.", 'cache_salt');
+  }
+  if (salt.length > 128 || /[@/\\\0]/.test(salt)) {
+    throw validatorFailure(fields, "Parameter 'cache_salt' must be at most 128 characters and must not contain '@', '/', '\\\\', or NUL.", 'cache_salt');
+  }
+  return salt;
+}
+
+/** `stream_options` without `stream`: vLLM's model validator tests the raw dict's truthiness, so `{}` passes. */
+function checkStreamOptions(object: JsonObject, stream: boolean, fields: FieldReader): void {
+  const raw = object['stream_options'];
+  if (!stream && isJsonObject(raw) && Object.keys(raw).length > 0) {
+    throw validatorFailure(fields, 'Stream options can only be defined when `stream=True`.', 'stream_options');
+  }
+}
+
+/** The fields chat and completions share, read in pydantic's lax way. */
+function samplingFields(fields: FieldReader): SamplingFields {
+  const stream = fields.boolean('stream', false);
+  const streamOptions = fields.streamOptions('stream_options');
+  return {
+    model: fields.string('model'),
+    stream,
+    includeUsage: streamOptions?.includeUsage ?? false,
+    continuousUsageStats: (streamOptions?.includeUsage ?? false) && (streamOptions?.continuousUsageStats ?? false),
+    n: fields.integer('n') ?? 1,
+    temperature: fields.number('temperature'),
+    topP: fields.number('top_p'),
+    stop: fields.stopStrings('stop'),
+    seed: fields.integer('seed'),
+    ignoreEos: fields.boolean('ignore_eos', false),
+    minTokens: fields.integer('min_tokens') ?? 0,
+    includeStopStrInOutput: fields.boolean('include_stop_str_in_output', false),
+    responseFormat: { type: 'text' },
+    cacheSalt: null,
+  };
 }
 
 /** Schema-level checks (pydantic's, in vLLM): they run before the model is even looked up. */
@@ -265,55 +446,47 @@ export function parseChatCompletionRequest(body: unknown): ChatCompletionParams 
   const object = requireObjectBody(body);
   const fields = new FieldReader(object);
   const { turns, nonTextPart } = fields.messages('messages');
-  const model = fields.string('model');
-  const stream = fields.boolean('stream', false);
-  const streamOptions = fields.streamOptions('stream_options');
+  const sampling = samplingFields(fields);
   const maxTokens = fields.integer('max_tokens');
   const maxCompletionTokens = fields.integer('max_completion_tokens');
-  const temperature = fields.number('temperature');
-  const topP = fields.number('top_p');
-  const stop = fields.stopStrings('stop');
-  const seed = fields.integer('seed');
-  const choices = fields.integer('n');
-  const ignoreEos = fields.boolean('ignore_eos', false);
-  const minTokens = fields.integer('min_tokens') ?? 0;
-  const includeStopStrInOutput = fields.boolean('include_stop_str_in_output', false);
   const addGenerationPrompt = fields.boolean('add_generation_prompt', true);
+  const continueFinalMessage = fields.boolean('continue_final_message', false);
   const addSpecialTokens = fields.boolean('add_special_tokens', false);
+  const tools = fields.tools('tools');
+  const logprobs = fields.boolean('logprobs', false);
+  const topLogprobs = fields.integer('top_logprobs') ?? 0;
+  const chatTemplateKwargs = fields.object('chat_template_kwargs') ?? {};
+  const reasoningEffort = fields.string('reasoning_effort');
+  const includeReasoning = fields.boolean('include_reasoning', true);
   if (fields.issues.length > 0) throw fields.fail();
 
-  // vLLM's model validator tests the raw dict's truthiness, so `stream_options: {}` passes.
-  const rawStreamOptions = object['stream_options'];
-  if (!stream && isJsonObject(rawStreamOptions) && Object.keys(rawStreamOptions).length > 0) {
-    fields.issues.push({
-      type: 'value_error',
-      loc: [],
-      msg: 'Value error, Stream options can only be defined when `stream=True`. (parameter=stream_options)',
-    });
-    throw fields.fail('stream_options');
+  checkStreamOptions(object, sampling.stream, fields);
+  if (topLogprobs < 0 && topLogprobs !== -1) throw validatorFailure(fields, '`top_logprobs` must be a positive value or -1.', 'top_logprobs');
+  if (topLogprobs !== 0 && !logprobs) throw validatorFailure(fields, 'when using `top_logprobs`, `logprobs` must be set to true.', 'top_logprobs');
+  const toolChoice = toolChoiceOf(object, tools, fields);
+  if (continueFinalMessage && addGenerationPrompt) {
+    throw validatorFailure(fields, 'Cannot set both `continue_final_message` and `add_generation_prompt` to True.', 'continue_final_message');
   }
+  const responseFormat = responseFormatOf(object, fields);
+  const cacheSalt = cacheSaltOf(object, fields);
   if (nonTextPart !== null) {
     throw badRequest(`The simulated model is text-only: content part type '${nonTextPart}' is not supported.`);
   }
-  if (choices !== null && choices !== 1) {
-    throw badRequest(`The simulator generates exactly one choice; got n=${choices}.`);
-  }
   return {
-    model,
+    ...sampling,
     turns,
-    stream,
-    includeUsage: streamOptions?.includeUsage ?? false,
-    continuousUsageStats: (streamOptions?.includeUsage ?? false) && (streamOptions?.continuousUsageStats ?? false),
     requestedMaxTokens: maxCompletionTokens || maxTokens,
-    temperature,
-    topP,
-    stop,
-    seed,
-    ignoreEos,
-    minTokens,
-    includeStopStrInOutput,
     addGenerationPrompt,
+    continueFinalMessage,
     addSpecialTokens,
+    tools: tools ?? [],
+    toolChoice,
+    topLogprobs: logprobs ? topLogprobs : null,
+    chatTemplateKwargs,
+    reasoningEffort,
+    includeReasoning,
+    responseFormat,
+    cacheSalt,
   };
 }
 
@@ -345,8 +518,9 @@ export function checkContextLength(promptTokens: number, requestedMaxTokens: num
 }
 
 /** SamplingParams._verify_args, in its order, for the parameters the simulator honours. */
-export function checkSamplingParams(params: ChatCompletionParams, maxTokens: number): void {
+export function checkSamplingParams(params: SamplingFields, maxTokens: number, logprobs: number | null): void {
   const { temperature, topP } = params;
+  if (params.n < 1) throw validationFailure(`n must be at least 1, got ${params.n}.`, 'n', String(params.n));
   if (temperature !== null && temperature < 0) {
     throw validationFailure(
       `temperature must be non-negative, got ${pythonFloat(temperature)}.`,
@@ -376,13 +550,30 @@ export function checkSamplingParams(params: ChatCompletionParams, maxTokens: num
   if (params.stop.some((stop) => stop.length === 0)) {
     throw badRequest('stop cannot contain an empty string.');
   }
+  if (logprobs !== null && logprobs > MAX_LOGPROBS) {
+    throw badRequest(`Requested sample logprobs of ${logprobs}, which is greater than max allowed: ${MAX_LOGPROBS}`);
+  }
 }
 
 export type TokenizeRequest =
-  | { kind: 'chat'; model: string | null; turns: ChatTurn[]; addGenerationPrompt: boolean; addSpecialTokens: boolean; returnTokenStrs: boolean }
+  | {
+      kind: 'chat';
+      model: string | null;
+      turns: ChatTurn[];
+      tools: ToolParam[];
+      addGenerationPrompt: boolean;
+      continueFinalMessage: boolean;
+      addSpecialTokens: boolean;
+      chatTemplateKwargs: JsonObject;
+      returnTokenStrs: boolean;
+    }
   | { kind: 'prompt'; model: string | null; prompt: string; addSpecialTokens: boolean; returnTokenStrs: boolean };
 
-/** `/tokenize` takes either the chat form (`messages`) or the completion form (`prompt`). */
+/**
+ * `/tokenize` takes either the chat form (`messages`, with the template's inputs: `tools`,
+ * `chat_template_kwargs`, `add_generation_prompt`, `continue_final_message`) or the completion
+ * form (`prompt`).
+ */
 export function parseTokenizeRequest(body: unknown): TokenizeRequest {
   const object = requireObjectBody(body);
   const fields = new FieldReader(object);
@@ -390,17 +581,105 @@ export function parseTokenizeRequest(body: unknown): TokenizeRequest {
   const returnTokenStrs = fields.boolean('return_token_strs', false);
   if (object['messages'] !== undefined) {
     const { turns, nonTextPart } = fields.messages('messages');
+    const tools = fields.tools('tools') ?? [];
     const addGenerationPrompt = fields.boolean('add_generation_prompt', true);
+    const continueFinalMessage = fields.boolean('continue_final_message', false);
     const addSpecialTokens = fields.boolean('add_special_tokens', false);
+    const chatTemplateKwargs = fields.object('chat_template_kwargs') ?? {};
     if (fields.issues.length > 0) throw fields.fail();
+    if (continueFinalMessage && addGenerationPrompt) {
+      throw validatorFailure(fields, 'Cannot set both `continue_final_message` and `add_generation_prompt` to True.', 'continue_final_message');
+    }
     if (nonTextPart !== null) {
       throw badRequest(`The simulated model is text-only: content part type '${nonTextPart}' is not supported.`);
     }
-    return { kind: 'chat', model, turns, addGenerationPrompt, addSpecialTokens, returnTokenStrs };
+    return { kind: 'chat', model, turns, tools, addGenerationPrompt, continueFinalMessage, addSpecialTokens, chatTemplateKwargs, returnTokenStrs };
   }
   const prompt = fields.string('prompt');
   const addSpecialTokens = fields.boolean('add_special_tokens', true);
   if (!fields.has('prompt')) fields.issues.push({ type: 'missing', loc: ['prompt'], msg: 'Field required' });
   if (fields.issues.length > 0 || prompt === null) throw fields.fail();
   return { kind: 'prompt', model, prompt, addSpecialTokens, returnTokenStrs };
+}
+
+/** One prompt of a completion or an embedding: text, or token ids as the client tokenized them. */
+export type PromptInput = { text: string } | { tokenIds: number[] };
+
+/** `prompt` of /v1/completions and `input` of /v1/embeddings: a string, strings, token ids, or lists of them. */
+function promptInputs(object: JsonObject, key: string, fields: FieldReader): PromptInput[] {
+  const value = object[key];
+  const isTokenIds = (item: unknown): item is number[] =>
+    Array.isArray(item) && item.every((id) => typeof id === 'number' && Number.isInteger(id) && id >= 0);
+  if (typeof value === 'string') return [{ text: value }];
+  if (Array.isArray(value) && value.length > 0) {
+    if (value.every((item): item is string => typeof item === 'string')) return value.map((text) => ({ text }));
+    if (isTokenIds(value)) return [{ tokenIds: value }];
+    if (value.every(isTokenIds)) return value.map((tokenIds) => ({ tokenIds }));
+  }
+  if (value === undefined || value === null) fields.issues.push({ type: 'missing', loc: [key], msg: 'Field required' });
+  else if (Array.isArray(value) && value.length === 0) throw badRequest(`${key} cannot be empty.`);
+  else fields.issues.push({ type: 'string_type', loc: [key], msg: 'Input should be a valid string' });
+  return [];
+}
+
+export interface CompletionParams extends SamplingFields {
+  prompts: PromptInput[];
+  /** vLLM's default is 16; an explicit null leaves the rest of the context. */
+  requestedMaxTokens: number | null;
+  echo: boolean;
+  /** Alternatives per token in `logprobs`; null: none. */
+  logprobs: number | null;
+  addSpecialTokens: boolean;
+}
+
+const DEFAULT_COMPLETION_MAX_TOKENS = 16;
+
+export function parseCompletionRequest(body: unknown): CompletionParams {
+  const object = requireObjectBody(body);
+  const fields = new FieldReader(object);
+  const prompts = promptInputs(object, 'prompt', fields);
+  const sampling = samplingFields(fields);
+  const maxTokens = object['max_tokens'] === undefined ? DEFAULT_COMPLETION_MAX_TOKENS : fields.integer('max_tokens');
+  const echo = fields.boolean('echo', false);
+  const logprobs = fields.integer('logprobs');
+  const addSpecialTokens = fields.boolean('add_special_tokens', true);
+  const suffix = fields.string('suffix');
+  if (fields.issues.length > 0) throw fields.fail();
+  checkStreamOptions(object, sampling.stream, fields);
+  if (logprobs !== null && logprobs < 0) throw validatorFailure(fields, '`logprobs` must be a positive value.', 'logprobs');
+  if (suffix !== null) throw badRequest('suffix is not currently supported');
+  return {
+    ...sampling,
+    prompts,
+    requestedMaxTokens: maxTokens,
+    echo,
+    logprobs,
+    addSpecialTokens,
+    responseFormat: responseFormatOf(object, fields),
+    cacheSalt: cacheSaltOf(object, fields),
+  };
+}
+
+export interface EmbeddingParams {
+  model: string | null;
+  inputs: PromptInput[];
+  encodingFormat: 'float' | 'base64';
+  dimensions: number | null;
+  addSpecialTokens: boolean;
+}
+
+export function parseEmbeddingRequest(body: unknown): EmbeddingParams {
+  const object = requireObjectBody(body);
+  const fields = new FieldReader(object);
+  const inputs = promptInputs(object, 'input', fields);
+  const model = fields.string('model');
+  const encodingFormat = fields.string('encoding_format') ?? 'float';
+  const dimensions = fields.integer('dimensions');
+  const addSpecialTokens = fields.boolean('add_special_tokens', true);
+  if (encodingFormat !== 'float' && encodingFormat !== 'base64') {
+    fields.issues.push({ type: 'literal_error', loc: ['encoding_format'], msg: "Input should be 'float' or 'base64'" });
+  }
+  if (fields.issues.length > 0) throw fields.fail();
+  if (dimensions !== null && dimensions < 1) throw badRequest('Dimensions must be greater than 0');
+  return { model, inputs, encodingFormat: encodingFormat === 'base64' ? 'base64' : 'float', dimensions, addSpecialTokens };
 }

@@ -2,7 +2,10 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-import { Generation, generationSeed, type GenerationStep } from './generation';
+import { ChoiceGenerator, type AnswerForm, type ChoiceStep, type ToolDefinition } from './answer';
+import { EMBEDDING_DIMENSIONS, base64Floats, embed } from './embeddings';
+import { generationSeed } from './generation';
+import { PrefixCache } from './prefix-cache';
 import {
   ApiError,
   badRequest,
@@ -12,10 +15,16 @@ import {
   malformedJson,
   modelNotFound,
   parseChatCompletionRequest,
+  parseCompletionRequest,
+  parseEmbeddingRequest,
   parseTokenizeRequest,
   type ChatCompletionParams,
+  type PromptInput,
+  type ResponseFormat,
+  type SamplingFields,
 } from './protocol';
-import { countChatTokens, tokenizeChat, tokenizePrompt, type ChatTurn } from './tokenizer';
+import { LogprobMaker, StreamFormatter, WholeAnswer, usageInfo, type Sequence } from './responses';
+import { tokenizeChat, tokenizePrompt, type ChatPrompt, type ChatTurn, type TokenizedText } from './tokenizer';
 
 export interface SimulatorOptions {
   host?: string;
@@ -24,6 +33,13 @@ export interface SimulatorOptions {
   models?: string[];
   /** LoRA adapters on the base model, listed as vLLM lists `--lora-modules`: their own card, `parent` the base. */
   loras?: string[];
+  /**
+   * Reasoning models (their own engines, served with `--reasoning-parser`): they think before
+   * they answer, and the thinking comes back as `reasoning`.
+   */
+  reasoningModels?: string[];
+  /** Embedding models (pooling engines): they serve /v1/embeddings and nothing that generates. */
+  embeddingModels?: string[];
   maxModelLen?: number;
   /** When set, /v1/* needs `Authorization: Bearer <apiKey>`. */
   apiKey?: string;
@@ -33,20 +49,32 @@ export interface SimulatorOptions {
   jitterMs?: number;
   /** false: /tokenize answers 404, like a server without it. */
   tokenizeEndpoint?: boolean;
+  /** `--enable-auto-tool-choice --tool-call-parser hermes`; false: tool_choice "auto" is refused, as vLLM does without them. */
+  autoToolChoice?: boolean;
+  /** `--enable-prompt-tokens-details`: usage reports `prompt_tokens_details.cached_tokens`. */
+  enablePromptTokensDetails?: boolean;
 }
 
 export interface SimulatorStats {
   /** Chat requests that passed validation and started generation. */
   chatRequests: number;
+  /** The same for /v1/completions and /v1/embeddings. */
+  completionRequests: number;
+  embeddingRequests: number;
   completed: number;
   /** Ended by the client going away (vLLM aborts the engine request). */
   aborted: number;
   /** Ended by an injected fault. */
   failed: number;
-  /** Prompt tokens of every started chat request. */
+  /** Prompt tokens of every started request. */
   promptTokens: number;
+  /** Of those, the ones the prefix cache held. */
+  cachedTokens: number;
   /** Every token generated, whether or not the request completed. */
   completionTokens: number;
+  /** /tokenize calls answered, and the tokens they counted. */
+  tokenizeRequests: number;
+  tokenizedTokens: number;
 }
 
 export interface LatencySettings {
@@ -69,6 +97,8 @@ export interface Simulator {
    * stop: for driving faults through a client, such as the gateway, that forwards no headers.
    */
   setFault(spec: string | null): void;
+  /** Empties the prefix cache, as restarting vLLM would. */
+  clearPrefixCache(): void;
   stop(): Promise<void>;
 }
 
@@ -95,6 +125,8 @@ const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8' } as co
 const STREAM_DONE = 'data: [DONE]\n\n';
 /** Zero-latency generation yields this often, so that I/O (a client's disconnect) is seen. */
 const TOKENS_BETWEEN_YIELDS = 64;
+/** Blocks of 16 tokens the prefix cache holds: 128k tokens' worth. */
+const PREFIX_CACHE_BLOCKS = 8192;
 
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const payload = JSON.stringify(body);
@@ -172,99 +204,67 @@ class ClientConnection {
   }
 }
 
-/** Pre-renders the constant part of every chunk: the hot path only adds the delta. */
-class ChunkFormatter {
-  private readonly prefix: string;
-
-  constructor(
-    id: string,
-    created: number,
-    model: string,
-    private readonly promptTokens: number,
-    private readonly continuousUsage: boolean,
-  ) {
-    this.prefix =
-      `data: {"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${created},` +
-      `"model":${JSON.stringify(model)},"choices":[`;
-  }
-
-  role(role: string): string {
-    return (
-      `${this.prefix}{"index":0,"delta":{"role":${JSON.stringify(role)},"content":""},` +
-      `"logprobs":null,"finish_reason":null}]${this.continuousUsageField(0)}}\n\n`
-    );
-  }
-
-  token(step: GenerationStep, completionTokens: number): string {
-    const ending =
-      step.finishReason === null
-        ? '"finish_reason":null'
-        : `"finish_reason":"${step.finishReason}","stop_reason":${JSON.stringify(step.stopReason)}`;
-    return (
-      `${this.prefix}{"index":0,"delta":{"content":${JSON.stringify(step.delta)}},"logprobs":null,${ending}}]` +
-      `${this.continuousUsageField(completionTokens)}}\n\n`
-    );
-  }
-
-  finalUsage(completionTokens: number): string {
-    return `${this.prefix}],"usage":${this.usage(completionTokens)}}\n\n`;
-  }
-
-  private continuousUsageField(completionTokens: number): string {
-    return this.continuousUsage ? `,"usage":${this.usage(completionTokens)}` : '';
-  }
-
-  private usage(completionTokens: number): string {
-    return (
-      `{"prompt_tokens":${this.promptTokens},"total_tokens":${this.promptTokens + completionTokens},` +
-      `"completion_tokens":${completionTokens}}`
-    );
-  }
-}
-
 type Outcome = 'finished' | 'aborted' | 'failed';
 
-/** A validated chat request on its way through the engine. */
+/** What kind of engine a served name runs on. */
+type Engine = 'generate' | 'reason' | 'embed';
+
+/** A validated generating request (chat or completions) on its way through the engine. */
 interface Run {
-  params: ChatCompletionParams;
   faults: FaultPlan;
   promptTokens: number;
-  generation: Generation;
+  cachedTokens: number;
+  sequences: Sequence[];
   connection: ClientConnection;
   id: string;
   created: number;
-  responseRole: string;
-  /** What the answer names: the LoRA asked for, else the first served name (vLLM's model_name()). */
+  /** What the answer names: the LoRA or dedicated engine asked for, else the first served name (vLLM's model_name()). */
   modelName: string;
 }
 
+const EMPTY_STATS: SimulatorStats = {
+  chatRequests: 0,
+  completionRequests: 0,
+  embeddingRequests: 0,
+  completed: 0,
+  aborted: 0,
+  failed: 0,
+  promptTokens: 0,
+  cachedTokens: 0,
+  completionTokens: 0,
+  tokenizeRequests: 0,
+  tokenizedTokens: 0,
+};
+
 class VllmSimulator implements Simulator {
   private defaultFault: FaultPlan | null = null;
-  readonly stats: SimulatorStats = {
-    chatRequests: 0,
-    completed: 0,
-    aborted: 0,
-    failed: 0,
-    promptTokens: 0,
-    completionTokens: 0,
-  };
+  readonly stats: SimulatorStats = { ...EMPTY_STATS };
   url = '';
   origin = '';
   private readonly server: Server;
   private readonly models: readonly string[];
   private readonly loras: readonly string[];
+  private readonly reasoningModels: readonly string[];
+  private readonly embeddingModels: readonly string[];
   private readonly maxModelLen: number;
   private readonly apiKeyHash: Buffer | null;
   private readonly tokenizeEndpoint: boolean;
+  private readonly autoToolChoice: boolean;
+  private readonly promptTokensDetails: boolean;
+  private readonly prefixCache = new PrefixCache(PREFIX_CACHE_BLOCKS);
   private readonly latency: Required<LatencySettings>;
   private stopping: Promise<void> | null = null;
 
   constructor(options: SimulatorOptions) {
     this.models = options.models !== undefined && options.models.length > 0 ? [...options.models] : ['sim-llama-3-8b'];
     this.loras = options.loras ?? [];
+    this.reasoningModels = options.reasoningModels ?? [];
+    this.embeddingModels = options.embeddingModels ?? [];
     this.maxModelLen = options.maxModelLen ?? 4096;
     this.apiKeyHash = options.apiKey === undefined ? null : sha256(options.apiKey);
     this.tokenizeEndpoint = options.tokenizeEndpoint ?? true;
+    this.autoToolChoice = options.autoToolChoice ?? true;
+    this.promptTokensDetails = options.enablePromptTokensDetails ?? false;
     this.latency = {
       timeToFirstTokenMs: options.timeToFirstTokenMs ?? 0,
       interTokenLatencyMs: options.interTokenLatencyMs ?? 0,
@@ -300,12 +300,11 @@ class VllmSimulator implements Simulator {
   }
 
   resetStats(): void {
-    this.stats.chatRequests = 0;
-    this.stats.completed = 0;
-    this.stats.aborted = 0;
-    this.stats.failed = 0;
-    this.stats.promptTokens = 0;
-    this.stats.completionTokens = 0;
+    Object.assign(this.stats, EMPTY_STATS);
+  }
+
+  clearPrefixCache(): void {
+    this.prefixCache.clear();
   }
 
   setLatency(latency: LatencySettings): void {
@@ -349,6 +348,12 @@ class VllmSimulator implements Simulator {
     if (path === '/v1/chat/completions') {
       if (!this.allowMethod(req, res, 'POST')) return;
       await this.chatCompletion(req, res, await this.readJson(req));
+    } else if (path === '/v1/completions') {
+      if (!this.allowMethod(req, res, 'POST')) return;
+      await this.completion(req, res, await this.readJson(req));
+    } else if (path === '/v1/embeddings') {
+      if (!this.allowMethod(req, res, 'POST')) return;
+      await this.embeddings(req, res, await this.readJson(req));
     } else if (path === '/v1/models') {
       if (!this.allowMethod(req, res, 'GET')) return;
       sendJson(res, 200, this.modelList());
@@ -424,28 +429,37 @@ class VllmSimulator implements Simulator {
         ...this.models.map((id) => card(id, base, null, this.maxModelLen)),
         // vLLM's show_available_models: a LoRA card's root is the adapter's path and its max_model_len null.
         ...this.loras.map((id) => card(id, `/adapters/${id}`, base, null)),
+        // Reasoning and embedding models stand for servers of their own.
+        ...[...this.reasoningModels, ...this.embeddingModels].map((id) => card(id, id, null, this.maxModelLen)),
       ],
     };
   }
 
-  /** Resolves `model` (fault suffix allowed, see index.ts) or answers 404 like vLLM. */
-  private resolveModel(model: string | null): FaultPlan {
-    if (model === null || this.serves(model)) return { fault: null, after: 0 };
+  /** Resolves `model` (fault suffix allowed, see index.ts) or answers 404 like vLLM; null: the default model. */
+  private resolveModel(model: string | null): { name: string | null; faults: FaultPlan } {
+    if (model === null || this.serves(model)) return { name: model, faults: { fault: null, after: 0 } };
     const at = model.lastIndexOf('@');
     if (at > 0 && this.serves(model.slice(0, at))) {
       const faults = parseFaultSpec(model.slice(at + 1));
-      if (faults !== null) return faults;
+      if (faults !== null) return { name: model.slice(0, at), faults };
     }
     throw modelNotFound(model);
   }
 
-  private answeringName(model: string | null): string {
-    const requested = model === null ? null : model.replace(/@[^@]*$/, '');
-    return requested !== null && this.loras.includes(requested) ? requested : this.models[0];
+  private engineOf(name: string | null): Engine {
+    if (name !== null && this.reasoningModels.includes(name)) return 'reason';
+    if (name !== null && this.embeddingModels.includes(name)) return 'embed';
+    return 'generate';
+  }
+
+  /** LoRAs and dedicated engines answer in their own name; the base engine's aliases in its first name. */
+  private answeringName(name: string | null): string {
+    if (name === null) return this.models[0];
+    return this.models.includes(name) ? this.models[0] : name;
   }
 
   private serves(model: string): boolean {
-    return this.models.includes(model) || this.loras.includes(model);
+    return [this.models, this.loras, this.reasoningModels, this.embeddingModels].some((names) => names.includes(model));
   }
 
   private resolveFaults(req: IncomingMessage, fromModel: FaultPlan): FaultPlan {
@@ -464,13 +478,42 @@ class VllmSimulator implements Simulator {
     return faults;
   }
 
+  /** Only engines that generate serve chat and completions, and only pooling ones embeddings. */
+  private requireEngine(engine: Engine, api: 'Chat Completions' | 'Completions' | 'Embeddings'): void {
+    if ((engine === 'embed') !== (api === 'Embeddings')) throw badRequest(`The model does not support ${api} API`);
+  }
+
+  /**
+   * The prompt as the template renders it; `thinkingSkipped`: a reasoning model told not to
+   * think closes its generation prompt with an empty think block.
+   */
+  private chatPrompt(
+    params: { turns: ChatTurn[]; tools: { json: string }[]; addGenerationPrompt: boolean; continueFinalMessage: boolean; addSpecialTokens: boolean },
+    thinkingSkipped: boolean,
+  ): ChatPrompt {
+    return {
+      turns: params.turns,
+      tools: params.tools.map((tool) => tool.json),
+      addGenerationPrompt: params.addGenerationPrompt,
+      continueFinalMessage: params.continueFinalMessage,
+      addSpecialTokens: params.addSpecialTokens,
+      thinkingSkipped,
+    };
+  }
+
   private tokenize(res: ServerResponse, body: unknown): void {
     const params = parseTokenizeRequest(body);
-    this.resolveModel(params.model);
-    const tokens =
-      params.kind === 'chat'
-        ? tokenizeChat(params.turns, params.addGenerationPrompt, params.addSpecialTokens)
-        : tokenizePrompt(params.prompt, params.addSpecialTokens);
+    const { name } = this.resolveModel(params.model);
+    let tokens: TokenizedText;
+    if (params.kind === 'chat') {
+      // /tokenize takes no reasoning_effort: only the kwargs can turn thinking off here.
+      const thinkingSkipped = this.engineOf(name) === 'reason' && params.chatTemplateKwargs['enable_thinking'] === false;
+      tokens = tokenizeChat(this.chatPrompt(params, thinkingSkipped));
+    } else {
+      tokens = tokenizePrompt(params.prompt, params.addSpecialTokens);
+    }
+    this.stats.tokenizeRequests++;
+    this.stats.tokenizedTokens += tokens.ids.length;
     sendJson(res, 200, {
       count: tokens.ids.length,
       max_model_len: this.maxModelLen,
@@ -481,101 +524,259 @@ class VllmSimulator implements Simulator {
 
   private async chatCompletion(req: IncomingMessage, res: ServerResponse, body: unknown): Promise<void> {
     const params = parseChatCompletionRequest(body);
-    const faults = this.resolveFaults(req, this.resolveModel(params.model));
-    const promptTokens = countChatTokens(params.turns, params.addGenerationPrompt, params.addSpecialTokens);
+    const { name, faults: fromModel } = this.resolveModel(params.model);
+    const faults = this.resolveFaults(req, fromModel);
+    const engine = this.engineOf(name);
+    this.requireEngine(engine, 'Chat Completions');
+    const reasoning = engine === 'reason';
+    // vLLM's build_chat_params: reasoning_effort "none" turns thinking off unless the kwargs say otherwise.
+    const enableThinking = params.chatTemplateKwargs['enable_thinking'];
+    const thinks = reasoning && (enableThinking === undefined ? params.reasoningEffort !== 'none' : enableThinking !== false);
+    const prompt = tokenizeChat(this.chatPrompt(params, reasoning && !thinks));
+    const promptTokens = prompt.ids.length;
     checkContextLength(promptTokens, params.requestedMaxTokens, this.maxModelLen);
     const maxTokens = params.requestedMaxTokens ?? this.maxModelLen - promptTokens;
-    checkSamplingParams(params, maxTokens);
+    checkSamplingParams(params, maxTokens, params.topLogprobs);
+    if (params.toolChoice === 'auto' && !this.autoToolChoice) {
+      throw badRequest('"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set');
+    }
 
     this.stats.chatRequests++;
+    const form = answerForm(params);
+    const fingerprint = promptFingerprint(params.turns);
+    const run = this.startRun(req, res, 'chatcmpl', faults, name, [prompt.ids], params.cacheSalt, (index) => ({
+      index,
+      generator: new ChoiceGenerator({ ...generationPlan(params, maxTokens, fingerprint, index), thinks, form }),
+      logprobs: params.topLogprobs === null ? null : new LogprobMaker(generationSeed(params.seed, fingerprint, index), Math.max(0, Math.min(params.topLogprobs, 20))),
+      echo: '',
+    }), params.n);
+    const role = params.addGenerationPrompt ? 'assistant' : (params.turns.at(-1)?.role ?? 'assistant');
+    const parsed = reasoning || (params.tools.length > 0 && params.toolChoice !== 'none');
+    const outcome = params.stream
+      ? await this.streamRun(run, res, 'chat', params, { parsed, includeReasoning: params.includeReasoning, role })
+      : await this.respondWhole(run, res, (answer) => ({
+          id: run.id,
+          object: 'chat.completion',
+          created: run.created,
+          model: run.modelName,
+          choices: run.sequences.map((sequence) => answer.chatChoice(sequence, role, params.includeReasoning)),
+          service_tier: null,
+          system_fingerprint: null,
+          usage: usageInfo(this.usageOf(run), 'whole'),
+          prompt_logprobs: null,
+          prompt_token_ids: null,
+          kv_transfer_params: null,
+        }));
+    this.stats[outcome === 'finished' ? 'completed' : outcome]++;
+  }
+
+  private async completion(req: IncomingMessage, res: ServerResponse, body: unknown): Promise<void> {
+    const params = parseCompletionRequest(body);
+    const { name, faults: fromModel } = this.resolveModel(params.model);
+    const faults = this.resolveFaults(req, fromModel);
+    this.requireEngine(this.engineOf(name), 'Completions');
+    const prompts = params.prompts.map((input) => promptTokenIds(input, params.addSpecialTokens));
+    const longest = Math.max(...prompts.map((ids) => ids.length));
+    for (const ids of prompts) checkContextLength(ids.length, params.requestedMaxTokens, this.maxModelLen);
+    const maxTokens = params.requestedMaxTokens ?? this.maxModelLen - longest;
+    checkSamplingParams(params, maxTokens, params.logprobs);
+
+    this.stats.completionRequests++;
+    const form: AnswerForm = formatForm(params.responseFormat);
+    const run = this.startRun(req, res, 'cmpl', faults, name, prompts, params.cacheSalt, (index) => {
+      const input = params.prompts[Math.floor(index / params.n)];
+      const fingerprint = 'text' in input ? input.text : input.tokenIds.join(',');
+      const choice = index % params.n;
+      return {
+        index,
+        generator: new ChoiceGenerator({ ...generationPlan(params, maxTokens, fingerprint, choice), thinks: false, form }),
+        logprobs: params.logprobs === null ? null : new LogprobMaker(generationSeed(params.seed, fingerprint, choice), Math.max(1, params.logprobs)),
+        // Token-id prompts have no text to echo here: the simulator's ids do not decode.
+        echo: params.echo && 'text' in input ? input.text : '',
+      };
+    }, params.n * params.prompts.length);
+    const outcome = params.stream
+      ? await this.streamRun(run, res, 'completions', params, { parsed: false, includeReasoning: false, role: '' })
+      : await this.respondWhole(run, res, (answer) => ({
+          id: run.id,
+          object: 'text_completion',
+          created: run.created,
+          model: run.modelName,
+          choices: run.sequences.map((sequence) => answer.completionChoice(sequence)),
+          service_tier: null,
+          system_fingerprint: null,
+          usage: usageInfo(this.usageOf(run), 'whole'),
+          kv_transfer_params: null,
+        }));
+    this.stats[outcome === 'finished' ? 'completed' : outcome]++;
+  }
+
+  private async embeddings(req: IncomingMessage, res: ServerResponse, body: unknown): Promise<void> {
+    const params = parseEmbeddingRequest(body);
+    const { name, faults: fromModel } = this.resolveModel(params.model);
+    const faults = this.resolveFaults(req, fromModel);
+    this.requireEngine(this.engineOf(name), 'Embeddings');
+    const inputs = params.inputs.map((input) => promptTokenIds(input, params.addSpecialTokens));
+    for (const ids of inputs) {
+      if (ids.length > this.maxModelLen) {
+        throw badRequest(
+          `This model's maximum context length is ${this.maxModelLen} tokens. However, you requested ${ids.length} tokens in the input for embedding generation. Please reduce the length of the input.`,
+        );
+      }
+    }
+    const dimensions = params.dimensions ?? EMBEDDING_DIMENSIONS;
+    if (dimensions > EMBEDDING_DIMENSIONS) throw badRequest(`Dimensions must be at most ${EMBEDDING_DIMENSIONS}`);
+    const promptTokens = inputs.reduce((sum, ids) => sum + ids.length, 0);
+    this.stats.embeddingRequests++;
+    this.stats.promptTokens += promptTokens;
+    if (faults.fault === 'fail-before' || faults.fault === 'fail-mid') {
+      this.stats.failed++;
+      throw internalServerError();
+    }
+    if (faults.fault === 'hang') {
+      await new ClientConnection(res).untilClosed();
+      this.stats.aborted++;
+      return;
+    }
+    this.stats.completed++;
+    sendJson(res, 200, {
+      id: `embd-${randomId()}`,
+      object: 'list',
+      created: unixSeconds(),
+      model: this.answeringName(name),
+      data: inputs.map((ids, index) => {
+        const vector = embed(ids, dimensions);
+        return { index, object: 'embedding', embedding: params.encodingFormat === 'base64' ? base64Floats(vector) : vector };
+      }),
+      usage: { prompt_tokens: promptTokens, total_tokens: promptTokens, completion_tokens: 0, prompt_tokens_details: null },
+    });
+  }
+
+  /**
+   * Counts the request in, looks its prompts up in the prefix cache, and sets its sequences
+   * up; an injected fail-before throws its 500 here.
+   */
+  private startRun(
+    req: IncomingMessage,
+    res: ServerResponse,
+    idPrefix: 'chatcmpl' | 'cmpl',
+    faults: FaultPlan,
+    name: string | null,
+    prompts: readonly (readonly number[])[],
+    cacheSalt: string | null,
+    sequence: (index: number) => Sequence,
+    sequences: number,
+  ): Run {
+    const promptTokens = prompts.reduce((sum, ids) => sum + ids.length, 0);
     this.stats.promptTokens += promptTokens;
     if (faults.fault === 'fail-before') {
       this.stats.failed++;
       throw internalServerError();
     }
+    const cachedTokens = prompts.reduce((sum, ids) => sum + this.prefixCache.admit(ids, cacheSalt), 0);
+    this.stats.cachedTokens += cachedTokens;
     const requestId = req.headers['x-request-id'];
-    const run: Run = {
-      params,
+    return {
       faults,
       promptTokens,
-      generation: new Generation({
-        seed: generationSeed(params.seed, promptFingerprint(params.turns)),
-        maxTokens,
-        minTokens: params.minTokens,
-        ignoreEos: params.ignoreEos,
-        stop: params.stop,
-        includeStopStrInOutput: params.includeStopStrInOutput,
-      }),
+      cachedTokens,
+      sequences: Array.from({ length: sequences }, (_, index) => sequence(index)),
       connection: new ClientConnection(res),
       // vLLM names the request after X-Request-Id when the client sends one.
-      id: `chatcmpl-${typeof requestId === 'string' && requestId !== '' ? requestId : randomId()}`,
+      id: `${idPrefix}-${typeof requestId === 'string' && requestId !== '' ? requestId : randomId()}`,
       created: unixSeconds(),
-      modelName: this.answeringName(params.model),
-      responseRole: params.addGenerationPrompt ? 'assistant' : (params.turns.at(-1)?.role ?? 'assistant'),
+      modelName: this.answeringName(name),
     };
-    const outcome = params.stream ? await this.stream(run, res) : await this.respondWhole(run, res);
-    this.stats[outcome === 'finished' ? 'completed' : outcome]++;
   }
 
-  private async respondWhole(run: Run, res: ServerResponse): Promise<Outcome> {
-    const outcome = await this.generate(run, () => true);
+  private usageOf(run: Run): { promptTokens: number; completionTokens: number; cachedTokens: number | null } {
+    return {
+      promptTokens: run.promptTokens,
+      completionTokens: run.sequences.reduce((sum, sequence) => sum + sequence.generator.completionTokens, 0),
+      cachedTokens: this.promptTokensDetails ? run.cachedTokens : null,
+    };
+  }
+
+  private async respondWhole(run: Run, res: ServerResponse, body: (answer: WholeAnswer) => unknown): Promise<Outcome> {
+    const answer = new WholeAnswer();
+    const outcome = await this.generate(run, (sequence, step) => {
+      answer.record(sequence, step);
+      return true;
+    });
     if (outcome === 'failed') {
       sendJson(res, 500, internalServerError().body);
     } else if (outcome === 'finished') {
-      sendJson(res, 200, this.completionBody(run));
+      sendJson(res, 200, body(answer));
     }
     return outcome;
   }
 
-  private async stream(run: Run, res: ServerResponse): Promise<Outcome> {
+  private async streamRun(
+    run: Run,
+    res: ServerResponse,
+    endpoint: 'chat' | 'completions',
+    params: SamplingFields,
+    chat: { parsed: boolean; includeReasoning: boolean; role: string },
+  ): Promise<Outcome> {
     const withUsage = run.faults.fault !== 'no-usage';
-    const chunks = new ChunkFormatter(
+    const chunks = new StreamFormatter(
+      endpoint,
       run.id,
       run.created,
       run.modelName,
       run.promptTokens,
-      withUsage && run.params.continuousUsageStats,
+      withUsage && params.continuousUsageStats,
+      chat.parsed,
+      chat.includeReasoning,
     );
     res.writeHead(200, SSE_HEADERS);
     res.flushHeaders();
-    let roleSent = false;
-    const outcome = await this.generate(run, (step) => {
-      // vLLM sends the role chunk together with the first engine output, not before it.
-      if (!roleSent) {
-        res.write(chunks.role(run.responseRole));
-        roleSent = true;
+    let rolesSent = endpoint !== 'chat';
+    const outcome = await this.generate(run, (sequence, step) => {
+      // vLLM sends the role chunks together with the first engine output, not before it.
+      if (!rolesSent) {
+        for (const each of run.sequences) res.write(chunks.role(each, chat.role));
+        rolesSent = true;
       }
-      return res.write(chunks.token(step, run.generation.completionTokens));
+      const chunk = chunks.step(sequence, step);
+      return chunk === '' || res.write(chunk);
     });
     if (outcome === 'failed') {
       res.end(`data: ${JSON.stringify(internalServerError().body)}\n\n${STREAM_DONE}`);
     } else if (outcome === 'finished') {
-      const usage = withUsage && run.params.includeUsage ? chunks.finalUsage(run.generation.completionTokens) : '';
+      const usage = withUsage && params.includeUsage ? chunks.finalUsage(this.usageOf(run)) : '';
       res.end(usage + STREAM_DONE);
     }
     return outcome;
   }
 
   /**
-   * The decode loop. `emit` receives every step and returns false when the response buffer
-   * is full, which pauses generation until it drains.
+   * The decode loop: each engine step gives every unfinished sequence one token. `emit`
+   * receives each step and returns false when the response buffer is full, which pauses
+   * generation until it drains.
    */
-  private async generate(run: Run, emit: (step: GenerationStep) => boolean): Promise<Outcome> {
-    const { generation, connection, faults } = run;
-    for (;;) {
-      await this.paceToken(connection, generation.completionTokens);
+  private async generate(run: Run, emit: (sequence: Sequence, step: ChoiceStep) => boolean): Promise<Outcome> {
+    const { connection, faults } = run;
+    for (let steps = 0; ; steps++) {
+      await this.paceToken(connection, steps);
       if (connection.closed) return 'aborted';
-      if (generation.completionTokens === faults.after) {
+      if (steps === faults.after) {
         if (faults.fault === 'fail-mid') return 'failed';
         if (faults.fault === 'hang') {
           await connection.untilClosed();
           return 'aborted';
         }
       }
-      const step = generation.step();
-      this.stats.completionTokens++;
-      const hasRoom = emit(step);
-      if (step.finishReason !== null) return 'finished';
+      let hasRoom = true;
+      let running = 0;
+      for (const sequence of run.sequences) {
+        if (sequence.generator.finishReason !== null) continue;
+        const step = sequence.generator.step();
+        this.stats.completionTokens++;
+        hasRoom = emit(sequence, step) && hasRoom;
+        if (step.finishReason === null) running++;
+      }
+      if (running === 0) return 'finished';
       if (!hasRoom) await connection.drain();
     }
   }
@@ -589,44 +790,48 @@ class VllmSimulator implements Simulator {
       await yieldToEventLoop();
     }
   }
+}
 
-  private completionBody(run: Run): unknown {
-    const { generation } = run;
-    return {
-      id: run.id,
-      object: 'chat.completion',
-      created: run.created,
-      model: run.modelName,
-      choices: [
-        {
-          index: 0,
-          message: {
-            role: run.responseRole,
-            content: generation.content,
-            refusal: null,
-            annotations: null,
-            audio: null,
-            function_call: null,
-            tool_calls: [],
-            reasoning_content: null,
-          },
-          logprobs: null,
-          finish_reason: generation.finishReason,
-          stop_reason: generation.stopReason,
-        },
-      ],
-      service_tier: null,
-      system_fingerprint: null,
-      usage: {
-        prompt_tokens: run.promptTokens,
-        total_tokens: run.promptTokens + generation.completionTokens,
-        completion_tokens: generation.completionTokens,
-        prompt_tokens_details: null,
-      },
-      prompt_logprobs: null,
-      kv_transfer_params: null,
-    };
+function promptTokenIds(input: PromptInput, addSpecialTokens: boolean): number[] {
+  return 'text' in input ? tokenizePrompt(input.text, addSpecialTokens).ids : input.tokenIds;
+}
+
+function generationPlan(params: SamplingFields, maxTokens: number, fingerprint: string, choice: number) {
+  return {
+    seed: generationSeed(params.seed, fingerprint, choice),
+    maxTokens,
+    minTokens: params.minTokens,
+    ignoreEos: params.ignoreEos,
+    stop: params.stop,
+    includeStopStrInOutput: params.includeStopStrInOutput,
+  };
+}
+
+function formatForm(format: ResponseFormat): AnswerForm {
+  if (format.type === 'json_object') return { kind: 'json', schema: null };
+  if (format.type === 'json_schema') return { kind: 'json', schema: format.schema };
+  return { kind: 'text' };
+}
+
+/**
+ * What the model answers with. Told to call a tool, it does; left to choose ("auto"), it
+ * calls one unless the conversation ends with a tool's result, which it then answers. The
+ * tool it picks is the one the last user message names, else the first.
+ */
+function answerForm(params: ChatCompletionParams): AnswerForm {
+  const { toolChoice, tools, turns } = params;
+  if (toolChoice === 'none' || tools.length === 0) return formatForm(params.responseFormat);
+  const pick = (): ToolDefinition => {
+    const asked = [...turns].reverse().find((turn) => turn.role === 'user')?.content ?? '';
+    return tools.find((tool) => asked.includes(tool.name)) ?? tools[0];
+  };
+  if (typeof toolChoice === 'object') {
+    const named = tools.find((tool) => tool.name === toolChoice.name) ?? tools[0];
+    return { kind: 'tool', tool: named, choice: 'named' };
   }
+  if (toolChoice === 'required') return { kind: 'tool', tool: pick(), choice: 'required' };
+  if (turns.at(-1)?.role === 'tool') return formatForm(params.responseFormat);
+  return { kind: 'tool', tool: pick(), choice: 'auto' };
 }
 
 function promptFingerprint(turns: readonly ChatTurn[]): string {

@@ -7,27 +7,52 @@
 // - the chat template is shaped like Llama 3's: <|begin_of_text|>, then per message
 //   <|start_header_id|> role <|end_header_id|> content... <|eot_id|> (4 tokens + content),
 //   then the generation prompt <|start_header_id|> assistant <|end_header_id|> (3 tokens).
-//   So a chat prompt costs 1 + sum(4 + countTokens(content)) + 3.
+//   So a plain chat prompt costs 1 + sum(4 + countTokens(content)) + 3.
+// - `tools` are listed first, in a header block of their own: 4 + the tokens of each tool's
+//   JSON. An assistant turn's tool calls follow its content, each as <tool_call>, the tokens
+//   of `{"name": NAME, "arguments": ARGUMENTS}`, </tool_call> (2 + tokens).
+// - a reasoning model's template told not to think (`enable_thinking: false`) closes the
+//   generation prompt with an empty <think></think> (2 more tokens), as Qwen3's does.
+// - `continue_final_message` leaves the last turn open (no <|eot_id|>, no generation prompt).
 
 const PIECE_PATTERN = /[\p{L}\p{N}_]+|[^\s\p{L}\p{N}_]/gu;
+/** A token with the whitespace before it: how generated text is released, piece by piece. */
+const SPACED_PIECE_PATTERN = /\s*(?:[\p{L}\p{N}_]+|[^\s\p{L}\p{N}_])/gu;
 
-// Llama 3's ids for its special tokens, so that dumps look familiar.
-const SPECIAL_TOKENS = {
+// Llama 3's ids for its special tokens (and reserved ones for the rest), so that dumps look familiar.
+export const SPECIAL_TOKENS = {
   beginOfText: { id: 128000, text: '<|begin_of_text|>' },
   startHeader: { id: 128006, text: '<|start_header_id|>' },
   endHeader: { id: 128007, text: '<|end_header_id|>' },
   endOfTurn: { id: 128009, text: '<|eot_id|>' },
+  toolCallStart: { id: 128010, text: '<tool_call>' },
+  toolCallEnd: { id: 128011, text: '</tool_call>' },
+  thinkStart: { id: 128012, text: '<think>' },
+  thinkEnd: { id: 128013, text: '</think>' },
 } as const;
 
-const ORDINARY_VOCABULARY_SIZE = 128000;
+type SpecialToken = (typeof SPECIAL_TOKENS)[keyof typeof SPECIAL_TOKENS];
 
-const TEMPLATE_TOKENS_PER_MESSAGE = 4;
-const GENERATION_PROMPT_TOKENS = 3;
-const BEGIN_OF_TEXT_TOKENS = 1;
+const ORDINARY_VOCABULARY_SIZE = 128000;
 
 export interface ChatTurn {
   role: string;
   content: string;
+  /** An assistant turn's tool calls, as the model wrote them. */
+  toolCalls: readonly { name: string; arguments: string }[];
+}
+
+/** Everything the chat template renders. */
+export interface ChatPrompt {
+  turns: readonly ChatTurn[];
+  /** The JSON of each tool definition, listed before the conversation. */
+  tools: readonly string[];
+  addGenerationPrompt: boolean;
+  continueFinalMessage: boolean;
+  /** A BOS in front of the template's own. */
+  addSpecialTokens: boolean;
+  /** A reasoning model told not to think: the generation prompt ends with an empty think block. */
+  thinkingSkipped: boolean;
 }
 
 export interface TokenizedText {
@@ -43,6 +68,18 @@ export function countTokens(text: string): number {
   return count;
 }
 
+/**
+ * `text` as the tokens a model would generate it in, each with the whitespace before it, so
+ * that the pieces join back to `text` (trailing whitespace rides on the last piece).
+ */
+export function spacedPieces(text: string): string[] {
+  SPACED_PIECE_PATTERN.lastIndex = 0;
+  const pieces = text.match(SPACED_PIECE_PATTERN) ?? [];
+  const joined = pieces.join('');
+  if (joined.length < text.length && pieces.length > 0) pieces[pieces.length - 1] += text.slice(joined.length);
+  return pieces;
+}
+
 /** 32-bit FNV-1a: stable across runs and platforms, which token ids and seeds need. */
 export function fnv1a(text: string, seed = 0x811c9dc5): number {
   let hash = seed;
@@ -53,8 +90,8 @@ export function fnv1a(text: string, seed = 0x811c9dc5): number {
   return hash >>> 0;
 }
 
-function pieceId(piece: string): number {
-  return fnv1a(piece) % ORDINARY_VOCABULARY_SIZE;
+export function pieceId(piece: string): number {
+  return fnv1a(piece.trim()) % ORDINARY_VOCABULARY_SIZE;
 }
 
 function appendText(text: string, into: TokenizedText): void {
@@ -66,7 +103,7 @@ function appendText(text: string, into: TokenizedText): void {
   }
 }
 
-function appendSpecial(token: { id: number; text: string }, into: TokenizedText): void {
+function appendSpecial(token: SpecialToken, into: TokenizedText): void {
   into.ids.push(token.id);
   into.pieces.push(token.text);
 }
@@ -79,43 +116,48 @@ export function tokenizePrompt(prompt: string, addSpecialTokens: boolean): Token
   return result;
 }
 
+/** How a model writes one tool call, and how the template renders it back. */
+export function toolCallText(name: string, argumentsJson: string): string {
+  return `{"name": ${JSON.stringify(name)}, "arguments": ${argumentsJson}}`;
+}
+
+function appendHeader(role: string, into: TokenizedText): void {
+  appendSpecial(SPECIAL_TOKENS.startHeader, into);
+  into.ids.push(pieceId(role));
+  into.pieces.push(role);
+  appendSpecial(SPECIAL_TOKENS.endHeader, into);
+}
+
 /**
  * The chat template rendered to tokens. `addSpecialTokens` puts a second BOS in front, as vLLM
  * does when a client asks for special tokens on top of a template that already has one.
  */
-export function tokenizeChat(
-  turns: readonly ChatTurn[],
-  addGenerationPrompt: boolean,
-  addSpecialTokens: boolean,
-): TokenizedText {
+export function tokenizeChat(prompt: ChatPrompt): TokenizedText {
   const result: TokenizedText = { ids: [], pieces: [] };
-  if (addSpecialTokens) appendSpecial(SPECIAL_TOKENS.beginOfText, result);
+  if (prompt.addSpecialTokens) appendSpecial(SPECIAL_TOKENS.beginOfText, result);
   appendSpecial(SPECIAL_TOKENS.beginOfText, result);
-  for (const turn of turns) {
-    appendSpecial(SPECIAL_TOKENS.startHeader, result);
-    result.ids.push(pieceId(turn.role));
-    result.pieces.push(turn.role);
-    appendSpecial(SPECIAL_TOKENS.endHeader, result);
-    appendText(turn.content, result);
+  if (prompt.tools.length > 0) {
+    appendHeader('tools', result);
+    for (const tool of prompt.tools) appendText(tool, result);
     appendSpecial(SPECIAL_TOKENS.endOfTurn, result);
   }
-  if (addGenerationPrompt) {
-    appendSpecial(SPECIAL_TOKENS.startHeader, result);
-    result.ids.push(pieceId('assistant'));
-    result.pieces.push('assistant');
-    appendSpecial(SPECIAL_TOKENS.endHeader, result);
+  prompt.turns.forEach((turn, index) => {
+    appendHeader(turn.role, result);
+    appendText(turn.content, result);
+    for (const call of turn.toolCalls) {
+      appendSpecial(SPECIAL_TOKENS.toolCallStart, result);
+      appendText(toolCallText(call.name, call.arguments), result);
+      appendSpecial(SPECIAL_TOKENS.toolCallEnd, result);
+    }
+    const open = prompt.continueFinalMessage && index === prompt.turns.length - 1;
+    if (!open) appendSpecial(SPECIAL_TOKENS.endOfTurn, result);
+  });
+  if (prompt.addGenerationPrompt) {
+    appendHeader('assistant', result);
+    if (prompt.thinkingSkipped) {
+      appendSpecial(SPECIAL_TOKENS.thinkStart, result);
+      appendSpecial(SPECIAL_TOKENS.thinkEnd, result);
+    }
   }
   return result;
-}
-
-/** Same number as `tokenizeChat(...).ids.length`, without building the token list. */
-export function countChatTokens(
-  turns: readonly ChatTurn[],
-  addGenerationPrompt: boolean,
-  addSpecialTokens: boolean,
-): number {
-  let count = BEGIN_OF_TEXT_TOKENS + (addSpecialTokens ? BEGIN_OF_TEXT_TOKENS : 0);
-  for (const turn of turns) count += TEMPLATE_TOKENS_PER_MESSAGE + countTokens(turn.content);
-  if (addGenerationPrompt) count += GENERATION_PROMPT_TOKENS;
-  return count;
 }

@@ -132,11 +132,16 @@ describe('vLLM simulator', () => {
       expect(countTokens(content)).toBeLessThanOrEqual(48);
       expect(sim.stats).toEqual({
         chatRequests: 1,
+        completionRequests: 0,
+        embeddingRequests: 0,
         completed: 1,
         aborted: 0,
         failed: 0,
         promptTokens: 17,
+        cachedTokens: 0,
         completionTokens: countTokens(content) + 1,
+        tokenizeRequests: 0,
+        tokenizedTokens: 0,
       });
     });
 
@@ -532,7 +537,7 @@ describe('vLLM simulator', () => {
       const health = await fetch(`${sim.origin}/health`);
       expect(health.status).toBe(200);
       expect(await health.text()).toBe('');
-      const missing = await fetch(`${sim.url}/embeddings`, { method: 'POST' });
+      const missing = await fetch(`${sim.url}/audio/transcriptions`, { method: 'POST' });
       expect(missing.status).toBe(404);
       expect(await missing.json()).toEqual({ detail: 'Not Found' });
     });
