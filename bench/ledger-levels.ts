@@ -121,9 +121,10 @@ async function main(): Promise<void> {
         promptCountSource: 'tokenize',
         maxTokens: null,
         modelCompletionLimit: 100,
+        minCompletionTokens: 1,
         target: { model: 'bench-model', interface: 'openai', apiKeyId, upstream: 'bench' },
       });
-      await reservation.settle({ promptTokens: 20, completionTokens: 60, usageSource: 'reported', status: 'completed' });
+      await reservation.settle({ promptTokens: 20, completionTokens: 60, cachedTokens: 0, usageSource: 'reported', status: 'completed' });
     };
 
     const run = async (shape: Shape, concurrency: number, ops: number): Promise<Sample> => {

@@ -5,6 +5,7 @@ import { Migration20261126000003_rate_limits } from './Migration20261126000003_r
 import { Migration20261202000001_usage_upstream } from './Migration20261202000001_usage_upstream';
 import { Migration20261203000001_budgets } from './Migration20261203000001_budgets';
 import { Migration20261215000001_audit_log } from './Migration20261215000001_audit_log';
+import { Migration20261216000001_cached_tokens } from './Migration20261216000001_cached_tokens';
 
 /** Every migration, in order. Listed explicitly so the compiled app and the tests run the same set. */
 export const migrationsList: MigrationObject[] = [
@@ -14,4 +15,5 @@ export const migrationsList: MigrationObject[] = [
   { name: 'Migration20261202000001_usage_upstream', class: Migration20261202000001_usage_upstream },
   { name: 'Migration20261203000001_budgets', class: Migration20261203000001_budgets },
   { name: 'Migration20261215000001_audit_log', class: Migration20261215000001_audit_log },
+  { name: 'Migration20261216000001_cached_tokens', class: Migration20261216000001_cached_tokens },
 ];

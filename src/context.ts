@@ -16,6 +16,8 @@ export interface GraphQLContext {
   readonly transport: 'http' | 'ws';
   /** performance.now() when the request (or the socket's operation) arrived. */
   readonly receivedAt: number;
+  /** Over HTTP: aborted when the client disconnects before its answer was sent. */
+  readonly clientGone?: AbortSignal;
   /** Set by `@auth` once the credentials are verified (or by the socket, at connection_init). */
   viewer?: Viewer;
   /** Set by `@quota`: the reservation of the field's upstream call. */

@@ -119,3 +119,14 @@ export class UpstreamError extends DomainError {
     super(message, failure);
   }
 }
+
+/**
+ * The client left before its answer was ready. Not a DomainError: nobody is there to be told,
+ * so it has no code and the APIs drop it without logging it as a failure.
+ */
+export class ClientGoneError extends Error {
+  override name = 'ClientGoneError';
+  constructor() {
+    super('The client went away before the answer was ready.');
+  }
+}

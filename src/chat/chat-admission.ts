@@ -6,18 +6,20 @@ import type { Logger } from '../logger';
 import { ChatObservation, outcomeOf, type GatewayMetrics } from '../metrics/metrics';
 import type { QuotaService } from '../quota/quota.service';
 import type { RateLimiter } from '../quota/rate-limiter';
-import type { ChatInterface, Reservation } from '../quota/reservation';
+import { MAX_TOKEN_COUNT, type ChatInterface, type Reservation } from '../quota/reservation';
 import { upstreamParams, validateChatRequest, type ChatRequest, type UpstreamChatParams } from './chat-request';
 import type { Model } from './chat.types';
 import type { PromptCount, PromptCounter } from './prompt-counter';
+import { upstreamPromptParams, validatePromptRequest, type PromptRequest, type UpstreamPromptParams } from './prompt-request';
 import { UpstreamLease, type Fleet, type UpstreamMember } from '../upstreams/fleet';
-import type { ChatMessage, UpstreamModel } from './upstream';
+import type { Upstream, UpstreamModel } from './upstream';
 import { upstreamFailure } from './upstream-failure';
 
-/** One chat request with its reservation: what `ChatService.complete` and `stream` run. */
-export interface MeteredChat {
+/** One admitted request with its reservation: what `ChatService` runs, and ends. */
+export interface MeteredCall<TParams extends { readonly model: string }> {
   readonly viewer: Viewer;
-  readonly params: UpstreamChatParams;
+  /** The body for vLLM, but for what the call adds (the completion budget, stream options). */
+  readonly params: TParams;
   readonly reservation: Reservation;
   /** The server that counted the prompt and will answer (another one after a failover). */
   readonly upstream: UpstreamLease;
@@ -25,6 +27,20 @@ export interface MeteredChat {
   readonly observation: ChatObservation;
   /** The session's routing key (per user, so that two users' session ids never meet), or null. */
   readonly sessionKey: string | null;
+  /** Sequences vLLM generates (n, for each prompt); the completion budget is shared out among them. */
+  readonly choices: number;
+}
+
+/** One chat request with its reservation: what `ChatService.complete` and `stream` run. */
+export type MeteredChat = MeteredCall<UpstreamChatParams>;
+
+/** A `/v1/completions` or `/v1/embeddings` request with its reservation. */
+export type MeteredPrompt = MeteredCall<UpstreamPromptParams> & { readonly endpoint: PromptRequest['endpoint'] };
+
+/** What a request may generate: `maxTokens` per choice (null: what remains), and how many choices. */
+interface CompletionBudget {
+  readonly maxTokens: number | null;
+  readonly choices: number;
 }
 
 /**
@@ -52,11 +68,21 @@ export class ChatAdmission {
    * Throws BAD_USER_INPUT, RATE_LIMITED or QUOTA_EXCEEDED when the request may not start.
    * `receivedAt` (performance.now()) is when the request arrived, for its duration and overhead.
    */
-  async reserve(viewer: Viewer, request: ChatRequest, iface: ChatInterface, receivedAt = performance.now()): Promise<MeteredChat> {
+  reserve(viewer: Viewer, request: ChatRequest, iface: ChatInterface, receivedAt = performance.now()): Promise<MeteredChat> {
+    return this.observed(iface, receivedAt, request.model, (observation) => this.admit(viewer, request, iface, observation));
+  }
+
+  /** The same for `/v1/completions` (n choices of each prompt) and `/v1/embeddings` (prompt tokens only). */
+  reservePrompts(viewer: Viewer, request: PromptRequest, iface: ChatInterface, receivedAt = performance.now()): Promise<MeteredPrompt> {
+    return this.observed(iface, receivedAt, request.model, (observation) => this.admitPrompts(viewer, request, iface, observation));
+  }
+
+  /** Admission under the request's observation, which a refusal ends. */
+  private async observed<T>(iface: ChatInterface, receivedAt: number, model: string | null, admit: (observation: ChatObservation) => Promise<T>): Promise<T> {
     const observation = new ChatObservation(this.metrics, iface, receivedAt);
-    observation.model = request.model;
+    observation.model = model;
     try {
-      return await this.admit(viewer, request, iface, observation);
+      return await admit(observation);
     } catch (error) {
       observation.end(outcomeOf(error));
       throw error;
@@ -69,42 +95,93 @@ export class ChatAdmission {
     await this.rateLimiter.admit(viewer.userId);
     const model = await this.resolveModel(request.model);
     observation.model = model.id;
-    if (request.maxTokens !== null && request.maxTokens > model.maxModelLen) {
-      throw BadUserInputError.about('maxTokens', `must be at most ${model.maxModelLen} for ${model.id}.`);
-    }
+    this.checkMaxTokens(request.maxTokens, model);
     const params = upstreamParams(model.id, request);
-    const sessionKey = request.sessionId == null ? null : `${viewer.userId}:${request.sessionId}`;
-    const { upstream, prompt } = await observation.waitingOnUpstream(() => this.countPrompt(model.id, params.messages, sessionKey));
+    const sessionKey = this.sessionKeyOf(viewer, request.sessionId);
+    const budget = { maxTokens: request.maxTokens, choices: request.choices ?? 1 };
+    const { upstream, prompt } = await observation.waitingOnUpstream(() =>
+      this.countPrompt(model.id, sessionKey, (client) => this.promptCounter.countChat(client, params)),
+    );
     try {
-      return { viewer, params, upstream, sessionKey, observation, reservation: await this.reserveFor(viewer, request, iface, model, prompt, upstream.member) };
+      const reservation = await this.reserveFor(viewer, iface, model, prompt, upstream.member, budget, 'messages');
+      return { viewer, params, upstream, sessionKey, observation, choices: budget.choices, reservation };
     } catch (error) {
       upstream.end();
       throw error;
     }
   }
 
-  private async reserveFor(viewer: Viewer, request: ChatRequest, iface: ChatInterface, model: UpstreamModel, prompt: PromptCount, upstream: UpstreamMember): Promise<Reservation> {
-    const completionLimit = model.maxModelLen - prompt.tokens;
-    if (completionLimit < 1) {
+  private async admitPrompts(viewer: Viewer, request: PromptRequest, iface: ChatInterface, observation: ChatObservation): Promise<MeteredPrompt> {
+    validatePromptRequest(request, this.config.chat);
+    await this.rateLimiter.admit(viewer.userId);
+    const model = await this.resolveModel(request.model);
+    observation.model = model.id;
+    const generates = request.endpoint === 'completions';
+    if (generates) this.checkMaxTokens(request.maxTokens, model);
+    const params = upstreamPromptParams(model.id, request);
+    const sessionKey = this.sessionKeyOf(viewer, request.sessionId);
+    const budget = { maxTokens: request.maxTokens, choices: generates ? request.choices * request.prompts.length : 0 };
+    const { upstream, prompt } = await observation.waitingOnUpstream(() =>
+      this.countPrompt(model.id, sessionKey, (client) => this.promptCounter.countPrompts(client, model.id, request.prompts, request.addSpecialTokens)),
+    );
+    try {
+      const reservation = await this.reserveFor(viewer, iface, model, prompt, upstream.member, budget, generates ? 'prompt' : 'input');
+      return { endpoint: request.endpoint, viewer, params, upstream, sessionKey, observation, choices: budget.choices, reservation };
+    } catch (error) {
+      upstream.end();
+      throw error;
+    }
+  }
+
+  /** Refused before the prompt is counted: no prompt makes it fit. */
+  private checkMaxTokens(maxTokens: number | null, model: UpstreamModel): void {
+    if (maxTokens !== null && maxTokens > model.maxModelLen) {
+      throw BadUserInputError.about('maxTokens', `must be at most ${model.maxModelLen} for ${model.id}.`);
+    }
+  }
+
+  private sessionKeyOf(viewer: Viewer, sessionId: string | null | undefined): string | null {
+    return sessionId == null ? null : `${viewer.userId}:${sessionId}`;
+  }
+
+  /**
+   * Reserves the prompt and `maxTokens` for each choice (when the client gives none, what
+   * remains, shared out among the choices). A request with no choices (an embedding)
+   * reserves its prompt alone.
+   */
+  private async reserveFor(
+    viewer: Viewer,
+    iface: ChatInterface,
+    model: UpstreamModel,
+    prompt: PromptCount,
+    upstream: UpstreamMember,
+    budget: CompletionBudget,
+    promptField: 'messages' | 'prompt' | 'input',
+  ): Promise<Reservation> {
+    const generates = budget.choices > 0;
+    const completionLimit = model.maxModelLen - prompt.longest;
+    if (generates ? completionLimit < 1 : completionLimit < 0) {
       throw new BadUserInputError(
-        `The messages take ${prompt.tokens} tokens; ${model.id} holds at most ${model.maxModelLen} tokens, answer included.`,
-        'messages',
+        `The ${promptField} take${promptField === 'messages' ? '' : 's'} ${prompt.longest} tokens; ${model.id} holds at most ${model.maxModelLen} tokens${generates ? ', answer included' : ''}.`,
+        promptField,
       );
     }
-    if (request.maxTokens !== null && request.maxTokens > completionLimit) {
+    if (budget.maxTokens !== null && generates && budget.maxTokens > completionLimit) {
       throw BadUserInputError.about(
         'maxTokens',
-        `${request.maxTokens} plus the ${prompt.tokens} prompt tokens exceeds the context length of ${model.id} (${model.maxModelLen}).`,
+        `${budget.maxTokens} plus the ${prompt.longest} prompt tokens exceeds the context length of ${model.id} (${model.maxModelLen}).`,
       );
     }
     return this.quota.reserve({
       requestId: randomUUID(),
       userId: viewer.userId,
       apiKeyId: viewer.apiKeyId,
-      promptTokens: prompt.tokens,
+      // A prompt of no tokens at all (whitespace without special tokens) still holds one: a reservation is never empty.
+      promptTokens: Math.max(prompt.tokens, 1),
       promptCountSource: prompt.source,
-      maxTokens: request.maxTokens,
-      modelCompletionLimit: completionLimit,
+      maxTokens: !generates ? 0 : budget.maxTokens === null ? null : budget.maxTokens * budget.choices,
+      modelCompletionLimit: Math.min(Math.max(completionLimit, 0) * budget.choices, MAX_TOKEN_COUNT),
+      minCompletionTokens: budget.choices,
       target: { model: model.id, interface: iface, apiKeyId: viewer.apiKeyId, upstream: upstream.name },
     });
   }
@@ -113,7 +190,11 @@ export class ChatAdmission {
    * The prompt counted by a server that serves the model, which then answers it too. A server
    * that fails here leaves the rotation, and the next one is asked (up to UPSTREAM_MAX_ATTEMPTS).
    */
-  private async countPrompt(model: string, messages: readonly ChatMessage[], sessionKey: string | null): Promise<{ upstream: UpstreamLease; prompt: PromptCount }> {
+  private async countPrompt(
+    model: string,
+    sessionKey: string | null,
+    count: (client: Upstream) => Promise<PromptCount>,
+  ): Promise<{ upstream: UpstreamLease; prompt: PromptCount }> {
     const tried = new Set<UpstreamMember>();
     const first = this.fleet.pick(model, tried, sessionKey);
     if (first === null) throw new UpstreamError(`No upstream serving ${model} is reachable right now.`, { unavailable: true });
@@ -122,7 +203,7 @@ export class ChatAdmission {
       const upstream = lease.member;
       tried.add(upstream);
       try {
-        return { upstream: lease, prompt: await this.promptCounter.count(upstream.client, model, messages) };
+        return { upstream: lease, prompt: await count(upstream.client) };
       } catch (error) {
         const failure = upstreamFailure(error, { timedOut: false, timeoutMs: this.config.vllm.timeoutMs, log: this.log });
         this.fleet.noteFailure(upstream, failure);

@@ -4,7 +4,7 @@ import type { GraphQLContext } from '../context';
 import { Metered, meteredOf } from '../quota/quota.directive';
 import type { MeteredChat } from './chat-admission';
 import type { StreamEvent } from './chat.service';
-import { ChatChunk, ChatCompletion, ChatInput, Model } from './chat.types';
+import { ChatChunk, ChatCompletion, ChatInput, Model, chatChunkOf, chatCompletionOf } from './chat.types';
 
 @Resolver()
 export class ChatResolver {
@@ -18,9 +18,8 @@ export class ChatResolver {
   @Directive('@quota')
   @Mutation(() => ChatCompletion, { description: 'One answer, whole. Charged what the model reports.' })
   async chat(@Arg('input', () => ChatInput) _input: ChatInput, @Metered() metered: MeteredChat, @Ctx() ctx: GraphQLContext): Promise<ChatCompletion> {
-    const { response, usage } = await ctx.services.chat.complete(metered);
-    const choice = response.choices[0];
-    return { id: metered.reservation.requestId, model: response.model, content: choice?.message?.content ?? '', finishReason: choice?.finish_reason ?? null, usage };
+    const { response, usage } = await ctx.services.chat.complete(metered, ctx.clientGone);
+    return chatCompletionOf(metered.reservation.requestId, response, usage);
   }
 
   @Directive('@auth')
@@ -37,10 +36,10 @@ export class ChatResolver {
   }
 }
 
-/** The service's stream events as GraphQL chunks: content deltas, then the charged usage. */
+/** The service's stream events as GraphQL chunks: content, reasoning and tool-call deltas, then the charged usage. */
 function chunksOf(id: string, events: AsyncIterableIterator<StreamEvent>): AsyncIterableIterator<ChatChunk> {
   return mapIterator(events, (event) => {
-    if (event.kind === 'end') return { id, delta: '', finishReason: event.finishReason, usage: event.usage };
-    return event.delta === '' ? undefined : { id, delta: event.delta, finishReason: null, usage: null };
+    if (event.kind === 'end') return { id, delta: '', toolCalls: null, reasoning: null, finishReason: event.finishReason, usage: event.usage };
+    return chatChunkOf(id, event.chunk) ?? undefined;
   });
 }

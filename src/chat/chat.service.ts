@@ -1,29 +1,63 @@
-import type { ChatCompletion, ChatCompletionChunk, ChatCompletionCreateParamsBase } from 'openai/resources/chat/completions';
+import type { Completion } from 'openai/resources/completions';
+import type { ChatCompletion, ChatCompletionChunk } from 'openai/resources/chat/completions';
+import type { CreateEmbeddingResponse } from 'openai/resources/embeddings';
 import { hookIterator } from '../async-iterator';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
 import type { SettledUsage } from '../quota/reservation';
-import type { MeteredChat } from './chat-admission';
+import type { MeteredCall, MeteredChat, MeteredPrompt } from './chat-admission';
 import type { TokenCount } from './chat.types';
 import type { PromptCounter } from './prompt-counter';
-import { StreamMeter, type StreamEnding } from './stream-meter';
-import { UpstreamError } from '../errors';
+import { StreamMeter, readUsage, type AnswerChunk, type StreamEnding, type UsageReport } from './stream-meter';
+import { ClientGoneError, UpstreamError } from '../errors';
 import type { Fleet, UpstreamMember } from '../upstreams/fleet';
+import type { MeteredPath } from './upstream';
 import { upstreamFailure } from './upstream-failure';
 import { outcomeOf } from '../metrics/metrics';
 
 /** Whether a chunk holds something of the answer (a token, a finish, the usage), not only the role. */
-function carriesOutput(chunk: ChatCompletionChunk): boolean {
+function carriesOutput(chunk: AnswerChunk): boolean {
   if ((chunk.usage?.completion_tokens ?? 0) > 0 || chunk.choices.length === 0) return true;
   return chunk.choices.some((choice) => {
-    const delta = choice.delta as { content?: string | null; reasoning_content?: string | null; reasoning?: string | null; tool_calls?: unknown[] } | undefined;
-    return choice.finish_reason != null || (delta?.content ?? '') !== '' || (delta?.reasoning_content ?? delta?.reasoning ?? '') !== '' || (delta?.tool_calls?.length ?? 0) > 0;
+    const delta = choice.delta;
+    return (
+      choice.finish_reason != null ||
+      (choice.text ?? '') !== '' ||
+      (delta?.content ?? '') !== '' ||
+      (delta?.reasoning_content ?? delta?.reasoning ?? '') !== '' ||
+      (delta?.tool_calls?.length ?? 0) > 0
+    );
   });
 }
 
-export type StreamEvent =
-  | { readonly kind: 'chunk'; readonly chunk: ChatCompletionChunk; readonly delta: string }
+export type StreamEvent<TChunk extends AnswerChunk = ChatCompletionChunk> =
+  | { readonly kind: 'chunk'; readonly chunk: TChunk; readonly delta: string }
   | { readonly kind: 'end'; readonly finishReason: string | null; readonly usage: TokenCount; readonly charged: SettledUsage | null };
+
+/** A whole answer as far as metering reads it: its usage, and the texts to estimate from without one. */
+interface WholeAnswer {
+  readonly usage?: UsageReport | null;
+  readonly choices?: readonly {
+    readonly text?: string;
+    readonly message?: { readonly content?: string | null; readonly reasoning?: string | null; readonly tool_calls?: readonly unknown[] | null };
+  }[];
+}
+
+/** The texts a whole answer generated: content, reasoning and tool-call arguments of each choice. */
+function generatedTexts(answer: WholeAnswer): string[] {
+  const texts: string[] = [];
+  for (const choice of answer.choices ?? []) {
+    if (choice.text !== undefined) texts.push(choice.text);
+    const message = choice.message;
+    if (message === undefined) continue;
+    texts.push(message.content ?? '', message.reasoning ?? '');
+    for (const call of message.tool_calls ?? []) {
+      const fn = (call as { function?: { name?: unknown; arguments?: unknown } }).function;
+      if (typeof fn?.arguments === 'string') texts.push(fn.arguments);
+    }
+  }
+  return texts;
+}
 
 /**
  * Metered chat, once admitted (`ChatAdmission.reserve`): the upstream call and its
@@ -41,36 +75,66 @@ export class ChatService {
     private readonly log: Logger,
   ) {}
 
-  /** A whole answer at once, as the upstream sent it, settled with the usage it reports. */
-  async complete(metered: MeteredChat): Promise<{ response: ChatCompletion; usage: TokenCount }> {
+  /** A whole chat answer at once, as the upstream sent it, settled with the usage it reports. */
+  complete(metered: MeteredChat, clientGone?: AbortSignal): Promise<{ response: ChatCompletion; usage: TokenCount }> {
+    return this.answer<ChatCompletion>(metered, '/chat/completions', clientGone);
+  }
+
+  /** The same for `/v1/completions` and `/v1/embeddings`. */
+  completePrompts(metered: MeteredPrompt, clientGone?: AbortSignal): Promise<{ response: Completion | CreateEmbeddingResponse; usage: TokenCount }> {
+    return metered.endpoint === 'completions'
+      ? this.answer<Completion>(metered, '/completions', clientGone)
+      : this.answer<CreateEmbeddingResponse>(metered, '/embeddings', clientGone);
+  }
+
+  /**
+   * One call for a whole answer. A client that leaves (`clientGone`) aborts the upstream at
+   * once; it is charged its prompt, estimated (vLLM reports nothing for an aborted request),
+   * unless it left before anything was sent; then it gets ClientGoneError.
+   */
+  private async answer<TAnswer extends WholeAnswer>(
+    metered: MeteredCall<{ readonly model: string }>,
+    path: MeteredPath,
+    clientGone: AbortSignal | undefined,
+  ): Promise<{ response: TAnswer; usage: TokenCount }> {
     const { reservation, observation } = metered;
     let failed: unknown = null;
     try {
+      if (clientGone?.aborted === true) throw new ClientGoneError();
       const response = await this.withFailover(metered, async (upstream) => {
         const controller = new AbortController();
+        const leave = (): void => controller.abort();
+        clientGone?.addEventListener('abort', leave, { once: true });
         const timer = setTimeout(() => controller.abort(), this.config.vllm.timeoutMs);
         try {
-          const response = await observation.waitingOnUpstream(() => upstream.client.complete(this.upstreamBody(metered), controller.signal));
+          const response = await observation.waitingOnUpstream(() => upstream.client.answer<TAnswer>(path, this.upstreamBody(metered), controller.signal));
           this.fleet.noteSuccess(upstream);
           return response;
         } catch (error) {
+          if (clientGone?.aborted === true) {
+            const { promptTokens } = reservation.budget;
+            await reservation.settle({ promptTokens, completionTokens: 0, cachedTokens: 0, usageSource: 'estimated', status: 'aborted' });
+            throw new ClientGoneError();
+          }
           throw this.failure(upstream, error, controller.signal.aborted);
         } finally {
           clearTimeout(timer);
+          clientGone?.removeEventListener('abort', leave);
         }
       });
-      const reported = response.usage;
-      const promptTokens = reported?.prompt_tokens ?? reservation.budget.promptTokens;
-      const completionTokens = reported?.completion_tokens ?? this.promptCounter.countText(response.choices[0]?.message?.content ?? '');
-      await reservation.settle({ promptTokens, completionTokens, usageSource: reported == null ? 'estimated' : 'reported', status: 'completed' });
-      return { response, usage: { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens } };
+      const reported = readUsage(response.usage);
+      const promptTokens = reported?.prompt ?? reservation.budget.promptTokens;
+      const completionTokens = reported?.completion ?? generatedTexts(response).reduce((sum, text) => sum + this.promptCounter.countText(text), 0);
+      const cachedTokens = reported?.cached ?? 0;
+      await reservation.settle({ promptTokens, completionTokens, cachedTokens, usageSource: reported === null ? 'estimated' : 'reported', status: 'completed' });
+      return { response, usage: { promptTokens, completionTokens, totalTokens: promptTokens + completionTokens, cachedTokens } };
     } catch (error) {
       failed = error;
       throw error;
     } finally {
       metered.upstream.end();
       await reservation.release();
-      observation.end(failed === null ? 'ok' : outcomeOf(failed));
+      observation.end(failed === null ? 'ok' : failed instanceof ClientGoneError ? 'aborted' : outcomeOf(failed));
     }
   }
 
@@ -82,11 +146,24 @@ export class ChatService {
    * started releases the reservation.
    */
   stream(metered: MeteredChat, clientGone?: AbortSignal): AsyncIterableIterator<StreamEvent> {
+    return this.streamOf<ChatCompletionChunk>(metered, '/chat/completions', clientGone);
+  }
+
+  /** The same for `/v1/completions`. */
+  streamCompletion(metered: MeteredPrompt, clientGone?: AbortSignal): AsyncIterableIterator<StreamEvent<Completion>> {
+    return this.streamOf<Completion>(metered, '/completions', clientGone);
+  }
+
+  private streamOf<TChunk extends AnswerChunk>(
+    metered: MeteredCall<{ readonly model: string }>,
+    path: MeteredPath,
+    clientGone: AbortSignal | undefined,
+  ): AsyncIterableIterator<StreamEvent<TChunk>> {
     const upstreamCall = new AbortController();
     const leave = (): void => upstreamCall.abort();
     if (clientGone?.aborted === true) leave();
     clientGone?.addEventListener('abort', leave, { once: true });
-    const events = this.events(metered, upstreamCall);
+    const events = this.events<TChunk>(metered, path, upstreamCall);
     return hookIterator(events, {
       beforeClose: leave,
       onEnd: async () => {
@@ -99,7 +176,11 @@ export class ChatService {
     });
   }
 
-  private async *events(metered: MeteredChat, upstreamCall: AbortController): AsyncGenerator<StreamEvent> {
+  private async *events<TChunk extends AnswerChunk>(
+    metered: MeteredCall<{ readonly model: string }>,
+    path: MeteredPath,
+    upstreamCall: AbortController,
+  ): AsyncGenerator<StreamEvent<TChunk>> {
     const { reservation, observation } = metered;
     const meter = new StreamMeter(reservation.budget);
     // One controller per try: an idle try is aborted and another server may still take the request.
@@ -129,10 +210,10 @@ export class ChatService {
         if (upstreamCall.signal.aborted) attempt.abort();
         timedOut = false;
         armIdleTimer();
-        let opened: { head: ChatCompletionChunk[]; rest: AsyncIterator<ChatCompletionChunk> };
+        let opened: { head: TChunk[]; rest: AsyncIterator<TChunk> };
         try {
           opened = await observation.waitingOnUpstream(async () =>
-            this.openStream(await candidate.client.stream(this.upstreamBody(metered), attempt.signal), armIdleTimer),
+            this.openStream(await candidate.client.stream<TChunk>(path, this.upstreamBody(metered), attempt.signal), armIdleTimer),
           );
         } catch (error) {
           // The client gone is not the server's failure, and no other server should take it.
@@ -192,12 +273,12 @@ export class ChatService {
    * back: until then nothing of this server's answer reached the client, so when it fails
    * another server may still answer in its place.
    */
-  private async openStream(
-    chunks: AsyncIterable<ChatCompletionChunk>,
+  private async openStream<TChunk extends AnswerChunk>(
+    chunks: AsyncIterable<TChunk>,
     armIdleTimer: () => void,
-  ): Promise<{ head: ChatCompletionChunk[]; rest: AsyncIterator<ChatCompletionChunk> }> {
+  ): Promise<{ head: TChunk[]; rest: AsyncIterator<TChunk> }> {
     const rest = chunks[Symbol.asyncIterator]();
-    const head: ChatCompletionChunk[] = [];
+    const head: TChunk[] = [];
     for (;;) {
       const next = await rest.next();
       if (next.done === true) return { head, rest };
@@ -207,12 +288,14 @@ export class ChatService {
     }
   }
 
-  private upstreamBody(metered: MeteredChat): Omit<ChatCompletionCreateParamsBase, 'stream' | 'stream_options'> {
-    const { extra, ...params } = metered.params;
-    return { ...extra, ...params, max_tokens: metered.reservation.budget.maxCompletionTokens } as Omit<
-      ChatCompletionCreateParamsBase,
-      'stream' | 'stream_options'
-    >;
+  /**
+   * The client's body with what the gateway owns: the completion budget, shared out among the
+   * choices (n of each prompt); a request that generates nothing (an embedding) has none.
+   */
+  private upstreamBody(metered: MeteredCall<{ readonly model: string }>): Record<string, unknown> {
+    const { max_completion_tokens: _client, max_tokens: _alsoClient, ...body } = metered.params as Record<string, unknown>;
+    if (metered.choices === 0) return body;
+    return { ...body, max_tokens: Math.floor(metered.reservation.budget.maxCompletionTokens / metered.choices) };
   }
 
   /**
@@ -220,7 +303,7 @@ export class ChatService {
    * was received, on another healthy one serving the model, up to UPSTREAM_MAX_ATTEMPTS tries.
    * The reservation stays as it is; its record names the server that answered.
    */
-  private async withFailover<T>(metered: MeteredChat, call: (upstream: UpstreamMember) => Promise<T>): Promise<T> {
+  private async withFailover<T>(metered: MeteredCall<{ readonly model: string }>, call: (upstream: UpstreamMember) => Promise<T>): Promise<T> {
     const tried = new Set<UpstreamMember>();
     for (;;) {
       const upstream = metered.upstream.member;

@@ -1,5 +1,6 @@
 import OpenAI from 'openai';
-import type { ChatCompletion, ChatCompletionChunk, ChatCompletionCreateParamsNonStreaming, ChatCompletionCreateParamsStreaming } from 'openai/resources/chat/completions';
+import type { ChatCompletionCreateParamsStreaming } from 'openai/resources/chat/completions';
+import type { Stream } from 'openai/streaming';
 import { Agent, request } from 'undici';
 import type { Logger } from '../logger';
 
@@ -18,20 +19,34 @@ export interface UpstreamOptions {
   readonly log: Logger;
 }
 
-export interface ChatMessage {
-  readonly role: 'system' | 'user' | 'assistant';
-  readonly content: string;
-}
-
 /** A 4xx from vLLM that is the client's fault (context length, validation): its message is safe to show. */
 export class UpstreamRejectedError extends Error {
   override name = 'UpstreamRejectedError';
   constructor(
     message: string,
     readonly status: number,
+    /** The request field vLLM names (`param`), when it names one. */
+    readonly param: string | null,
   ) {
     super(message);
   }
+}
+
+/** vLLM's endpoints that the gateway meters, under /v1. */
+export type MeteredPath = '/chat/completions' | '/completions' | '/embeddings';
+
+/** vLLM's error body: `{error: {message, type, param, code}}`, or the older flat `{object: "error", message, …}`. */
+interface VllmErrorBody {
+  error?: { message?: unknown; param?: unknown } | string;
+  object?: unknown;
+  message?: unknown;
+  param?: unknown;
+}
+
+function isVllmError(body: unknown): body is VllmErrorBody {
+  if (typeof body !== 'object' || body === null) return false;
+  const { error, object } = body as VllmErrorBody;
+  return (typeof error === 'object' && error !== null) || object === 'error';
 }
 
 const DEFAULT_MAX_MODEL_LEN = 4096;
@@ -104,10 +119,11 @@ export class Upstream {
   }
 
   /**
-   * The exact prompt count from vLLM's /tokenize (the number it will report as prompt_tokens),
-   * or null when the server has no /tokenize.
+   * The exact prompt count from vLLM's /tokenize (the number it will report as prompt_tokens)
+   * for a body of its chat form (`messages` with the template's inputs) or its plain form
+   * (`prompt`); null when the server has no /tokenize.
    */
-  async tokenize(model: string, messages: readonly ChatMessage[], signal?: AbortSignal): Promise<number | null> {
+  async tokenize(body: Readonly<Record<string, unknown>>, signal?: AbortSignal): Promise<number | null> {
     if (this.tokenizeAvailable === false) return null;
     // undici's request(), not fetch: this call is on every chat's path, and fetch's web streams cost CPU.
     const response = await request(`${this.origin}/tokenize`, {
@@ -118,35 +134,47 @@ export class Upstream {
         'content-type': 'application/json',
         ...(this.options.apiKey === null ? {} : { authorization: `Bearer ${this.options.apiKey}` }),
       },
-      body: JSON.stringify({ model, messages, add_generation_prompt: true }),
+      body: JSON.stringify(body),
     });
-    if (response.statusCode === 404 || response.statusCode === 405) {
-      await response.body.dump();
+    const text = await response.body.text();
+    let answer: unknown = null;
+    try {
+      answer = JSON.parse(text) as unknown;
+    } catch {
+      // Not JSON: a proxy's page, or nothing; judged by the status alone.
+    }
+    // A server without the route answers FastAPI's `{"detail":"Not Found"}` (or a proxy's page);
+    // a 404 in vLLM's error shape is about the request (an unknown model), and says nothing of the route.
+    if ((response.statusCode === 404 || response.statusCode === 405) && !isVllmError(answer)) {
       this.tokenizeAvailable = false;
       this.options.log.warn('the upstream has no /tokenize: prompt counts fall back to tiktoken with a safety margin');
       return null;
     }
-    const body = (await response.body.json()) as { count?: unknown; error?: { message?: unknown } | string; message?: unknown };
     if (response.statusCode >= 400) {
-      const message = typeof body.error === 'object' && typeof body.error?.message === 'string' ? body.error.message : String(body.message ?? '');
-      if (response.statusCode === 400) throw new UpstreamRejectedError(message || 'The upstream refused the prompt.', 400);
-      throw new OpenAI.APIError(response.statusCode, body, message || 'tokenize failed', undefined);
+      const error = isVllmError(answer) ? answer : {};
+      const detail = typeof error.error === 'object' ? error.error : error;
+      const message = typeof detail.message === 'string' ? detail.message : '';
+      const param = typeof detail.param === 'string' ? detail.param : null;
+      if (response.statusCode === 400) throw new UpstreamRejectedError(message || 'The upstream refused the prompt.', 400, param);
+      throw new OpenAI.APIError(response.statusCode, detail, message || 'tokenize failed', undefined);
     }
     this.tokenizeAvailable = true;
-    if (typeof body.count !== 'number' || !Number.isSafeInteger(body.count) || body.count < 0) {
+    const count = (answer as { count?: unknown } | null)?.count;
+    if (typeof count !== 'number' || !Number.isSafeInteger(count) || count < 0) {
       throw new Error('the upstream /tokenize answered without a valid count');
     }
-    return body.count;
+    return count;
   }
 
-  complete(params: Omit<ChatCompletionCreateParamsNonStreaming, 'stream'>, signal: AbortSignal): Promise<ChatCompletion> {
-    return this.client.chat.completions.create({ ...params, stream: false }, { signal });
+  /** A whole answer of one of vLLM's metered endpoints, through the SDK, as vLLM sent it. */
+  answer<TAnswer>(path: MeteredPath, body: Readonly<Record<string, unknown>>, signal: AbortSignal): Promise<TAnswer> {
+    return this.client.post<TAnswer>(path, { body: { ...body, stream: false }, signal });
   }
 
   /** A stream that always carries usage: on every chunk (vLLM) and in a final chunk. */
-  async stream(params: Omit<ChatCompletionCreateParamsStreaming, 'stream' | 'stream_options'>, signal: AbortSignal): Promise<AsyncIterable<ChatCompletionChunk>> {
+  async stream<TChunk>(path: MeteredPath, body: Readonly<Record<string, unknown>>, signal: AbortSignal): Promise<AsyncIterable<TChunk>> {
     const streamOptions: VllmStreamOptions = { include_usage: true, continuous_usage_stats: true };
-    return this.client.chat.completions.create({ ...params, stream: true, stream_options: streamOptions }, { signal });
+    return this.client.post<Stream<TChunk>>(path, { body: { ...body, stream: true, stream_options: streamOptions }, signal, stream: true });
   }
 
   async close(): Promise<void> {

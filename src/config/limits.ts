@@ -139,14 +139,14 @@ export const LIMIT_SETTINGS = {
     maxMessages: variable({
       name: 'CHAT_MAX_MESSAGES',
       group: 'security',
-      meaning: 'messages per chat request',
+      meaning: 'messages per chat request (prompts per completion, inputs per embedding request)',
       schema: integer(1, 10_000),
       default: '256',
     }),
     maxContentChars: variable({
       name: 'CHAT_MAX_CONTENT_CHARS',
       group: 'security',
-      meaning: 'characters of all messages of a request (refused before tokenizing)',
+      meaning: 'characters of all messages (prompts, inputs) of a request (refused before tokenizing)',
       schema: integer(1, 100_000_000),
       default: '400000',
     }),
@@ -156,6 +156,14 @@ export const LIMIT_SETTINGS = {
       meaning: 'stop sequences per chat request',
       schema: integer(0, 64),
       default: '8',
+    }),
+    /** Each choice may use the whole completion budget, and the engine runs them all at once. */
+    maxChoices: variable({
+      name: 'CHAT_MAX_CHOICES',
+      group: 'security',
+      meaning: 'choices (`n`) per chat or completion request; each is reserved `max_tokens`',
+      schema: integer(1, 128),
+      default: '16',
     }),
   },
   /** The minimums are OWASP's for argon2id: 19 MiB, 2 passes, 1 lane. */

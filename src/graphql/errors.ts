@@ -1,6 +1,6 @@
 import { GraphQLError, type GraphQLFormattedError } from 'graphql';
 import type { Config } from '../config';
-import { DomainError, type ErrorCode } from '../errors';
+import { ClientGoneError, DomainError, type ErrorCode } from '../errors';
 import type { Logger } from '../logger';
 
 /** Codes from Apollo and graphql-js that the contract folds into its own. */
@@ -20,13 +20,19 @@ export function toGraphQLError(error: DomainError): GraphQLError {
 }
 
 /** The error a resolver threw, under graphql-js's wrapping. */
-function domainErrorOf(error: unknown): DomainError | null {
+function originalOf(error: unknown): unknown {
   let current: unknown = error;
   for (let depth = 0; depth < 4 && current instanceof Error; depth += 1) {
-    if (current instanceof DomainError) return current;
-    current = (current as { originalError?: unknown }).originalError;
+    const inner = (current as { originalError?: unknown }).originalError;
+    if (inner === undefined || inner === null) return current;
+    current = inner;
   }
-  return null;
+  return current;
+}
+
+function domainErrorOf(error: unknown): DomainError | null {
+  const original = originalOf(error);
+  return original instanceof DomainError ? original : null;
 }
 
 /**
@@ -63,7 +69,8 @@ export function createGraphQLErrorFormatter(config: Pick<Config, 'env'>, log: Lo
         extensions: { ...extensions, code, ...(code === original ? {} : { reason: original }), ...stacktraceOf(formatted) },
       };
     }
-    log.error({ err: formatted }, 'unexpected error in a GraphQL operation');
+    // Nobody is there to read this answer: not a failure of the gateway's.
+    if (!(originalOf(error) instanceof ClientGoneError)) log.error({ err: formatted }, 'unexpected error in a GraphQL operation');
     return {
       message: 'Internal server error.',
       locations: formatted.locations,

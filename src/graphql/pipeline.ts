@@ -15,6 +15,8 @@ export interface OperationOrigin {
   readonly authorization: string | null;
   readonly clientAddress: string;
   readonly transport: 'http' | 'ws';
+  /** Over HTTP: aborted when the client disconnects before its answer was sent. */
+  readonly clientGone?: AbortSignal;
   /** Already verified (the socket authenticates once, at connection_init). */
   readonly viewer?: Viewer;
 }

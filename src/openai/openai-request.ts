@@ -1,122 +1,173 @@
-import type { ChatRequest } from '../chat/chat-request';
-import type { ChatMessage } from '../chat/upstream';
+import type { ChatMessage, ChatRequest } from '../chat/chat-request';
+import type { PromptInput, PromptRequest } from '../chat/prompt-request';
 import { invalidRequest } from './openai-errors';
 
 /**
- * vLLM sampling parameters a client may pass through. Anything else is refused, so clients
- * cannot reach upstream features the operator did not expose.
+ * Fields that would let a client reach past its quota or into another tenant: the queue's
+ * order (`priority`), the prefix cache's partition (`cache_salt`), and the internals of
+ * disaggregated serving (`kv_transfer_params`, `ec_transfer_params`). Only the gateway may set them.
  */
-const PASSTHROUGH_PARAMETERS = new Set([
-  'presence_penalty',
-  'frequency_penalty',
-  'repetition_penalty',
-  'top_k',
-  'min_p',
-  'min_tokens',
-  'logit_bias',
-  'logprobs',
-  'top_logprobs',
-  'ignore_eos',
-  'skip_special_tokens',
-  'spaces_between_special_tokens',
-  'include_stop_str_in_output',
-  'stop_token_ids',
-  'length_penalty',
-  'user',
-]);
+const REFUSED_FIELDS = ['priority', 'cache_salt', 'kv_transfer_params', 'ec_transfer_params'] as const;
 
-/** Parameters the gateway reads itself. */
-const HANDLED_PARAMETERS = new Set([
-  'model',
-  'messages',
-  'max_tokens',
-  'max_completion_tokens',
-  'temperature',
-  'top_p',
-  'stop',
-  'seed',
-  'stream',
-  'stream_options',
-  'n',
-]);
+/** What the gateway reads and rewrites of a chat body; everything else reaches vLLM as it came. */
+const OWNED_CHAT_FIELDS = new Set(['model', 'messages', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p', 'stop', 'seed', 'n', 'stream', 'stream_options']);
+const OWNED_COMPLETION_FIELDS = new Set(['model', 'max_tokens', 'stream', 'stream_options']);
+const OWNED_EMBEDDING_FIELDS = new Set(['model']);
 
-const ROLES = new Set(['system', 'user', 'assistant', 'developer']);
+/** OpenAI's (and vLLM's) completions default when the client gives no max_tokens. */
+const DEFAULT_COMPLETION_MAX_TOKENS = 16;
 
-function isRecord(value: unknown): value is Record<string, unknown> {
+type Body = Record<string, unknown>;
+
+function isRecord(value: unknown): value is Body {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function optionalNumber(body: Record<string, unknown>, name: string): number | null {
+function objectBody(body: unknown): Body {
+  if (!isRecord(body)) throw invalidRequest('The body must be a JSON object.');
+  for (const field of REFUSED_FIELDS) {
+    if (body[field] !== undefined && body[field] !== null) throw invalidRequest(`${field} is set by the gateway, not by clients.`, field);
+  }
+  if (body.model !== undefined && body.model !== null && typeof body.model !== 'string') throw invalidRequest('model must be a string.', 'model');
+  return body;
+}
+
+function optionalNumber(body: Body, name: string): number | null {
   const value = body[name];
   if (value === undefined || value === null) return null;
   if (typeof value !== 'number' || !Number.isFinite(value)) throw invalidRequest(`${name} must be a number.`, name);
   return value;
 }
 
-function messageContent(content: unknown, index: number): string {
-  if (typeof content === 'string') return content;
-  if (Array.isArray(content)) {
-    const texts = content.map((part) => {
-      if (isRecord(part) && part.type === 'text' && typeof part.text === 'string') return part.text;
-      throw invalidRequest('Only text content parts are supported.', `messages[${index}].content`);
-    });
-    return texts.join('\n');
-  }
-  throw invalidRequest('Each message needs a string content.', `messages[${index}].content`);
+/** The body without the fields the gateway owns: for vLLM as it came. */
+function passedThrough(body: Body, owned: ReadonlySet<string>): Body {
+  const extra: Body = {};
+  for (const [field, value] of Object.entries(body)) if (!owned.has(field)) extra[field] = value;
+  return extra;
 }
 
-/** An OpenAI chat request in the gateway's terms, refusing what the gateway does not expose. */
-export interface ParsedChatRequest {
-  readonly request: ChatRequest;
+/** How the client wants a stream: vLLM's rules, which the gateway enforces since it owns stream_options. */
+export interface StreamWish {
   readonly stream: boolean;
-  /** stream_options.include_usage: forward the final usage chunk. */
+  /** Forward the final usage chunk: `stream_options` given, `include_usage` not false (`{}` turns it on, as in vLLM). */
   readonly includeUsage: boolean;
   /** stream_options.continuous_usage_stats (vLLM): forward usage on every chunk. */
   readonly continuousUsage: boolean;
 }
 
-export function parseChatRequest(body: unknown): ParsedChatRequest {
-  if (!isRecord(body)) throw invalidRequest('The body must be a JSON object.');
-  for (const key of Object.keys(body)) {
-    if (!HANDLED_PARAMETERS.has(key) && !PASSTHROUGH_PARAMETERS.has(key)) {
-      throw invalidRequest(`Unrecognized request argument supplied: ${key}`, key);
-    }
-  }
-  if (!Array.isArray(body.messages)) throw invalidRequest('messages must be an array.', 'messages');
-  const messages: ChatMessage[] = body.messages.map((message, index) => {
-    if (!isRecord(message) || typeof message.role !== 'string' || !ROLES.has(message.role)) {
-      throw invalidRequest('Each message needs a role of system, user, assistant or developer.', `messages[${index}].role`);
-    }
-    const role = message.role === 'developer' ? 'system' : (message.role as ChatMessage['role']);
-    return { role, content: messageContent(message.content, index) };
-  });
-  if (body.model !== undefined && typeof body.model !== 'string') throw invalidRequest('model must be a string.', 'model');
-  if (body.n !== undefined && body.n !== null && body.n !== 1) throw invalidRequest('Only n = 1 is supported.', 'n');
-  const maxTokens = optionalNumber(body, 'max_completion_tokens') ?? optionalNumber(body, 'max_tokens');
-  const seed = optionalNumber(body, 'seed');
-  let stop: string[] | null = null;
-  if (typeof body.stop === 'string') stop = [body.stop];
-  else if (Array.isArray(body.stop) && body.stop.every((item) => typeof item === 'string')) stop = body.stop as string[];
-  else if (body.stop !== undefined && body.stop !== null) throw invalidRequest('stop must be a string or an array of strings.', 'stop');
-  if (body.stream !== undefined && typeof body.stream !== 'boolean') throw invalidRequest('stream must be a boolean.', 'stream');
-  const streamOptions = body.stream_options;
-  if (streamOptions !== undefined && streamOptions !== null && !isRecord(streamOptions)) throw invalidRequest('stream_options must be an object.', 'stream_options');
+function streamWish(body: Body): StreamWish {
+  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') throw invalidRequest('stream must be a boolean.', 'stream');
+  const stream = body.stream === true;
+  const options = body.stream_options;
+  if (options === undefined || options === null) return { stream, includeUsage: false, continuousUsage: false };
+  if (!isRecord(options)) throw invalidRequest('stream_options must be an object.', 'stream_options');
+  // vLLM tests the dict's truthiness: an empty one passes without a stream.
+  if (!stream && Object.keys(options).length > 0) throw invalidRequest('Stream options can only be defined when `stream=True`.', 'stream_options');
+  const includeUsage = options.include_usage === undefined || options.include_usage === true;
+  return { stream, includeUsage, continuousUsage: includeUsage && options.continuous_usage_stats === true };
+}
 
-  const extra: Record<string, unknown> = {};
-  for (const key of PASSTHROUGH_PARAMETERS) if (body[key] !== undefined) extra[key] = body[key];
+function messagesOf(value: unknown): ChatMessage[] {
+  if (!Array.isArray(value)) throw invalidRequest('messages must be an array.', 'messages');
+  return value.map((message: unknown, index) => {
+    if (!isRecord(message) || typeof message.role !== 'string') throw invalidRequest('Each message needs a role.', `messages[${index}].role`);
+    const { content } = message;
+    const parts = Array.isArray(content) && content.every(isRecord);
+    if (content !== undefined && content !== null && typeof content !== 'string' && !parts) {
+      throw invalidRequest('A message content is a string, an array of content parts, or null.', `messages[${index}].content`);
+    }
+    if (message.tool_calls !== undefined && message.tool_calls !== null) {
+      const calls = message.tool_calls;
+      const wellFormed =
+        Array.isArray(calls) &&
+        calls.every((call) => isRecord(call) && isRecord(call.function) && typeof call.function.name === 'string' && typeof call.function.arguments === 'string');
+      if (!wellFormed) throw invalidRequest('tool_calls must be [{id, type: "function", function: {name, arguments}}].', `messages[${index}].tool_calls`);
+    }
+    return message as ChatMessage;
+  });
+}
+
+/** An OpenAI chat request in the gateway's terms: what it owns read, the rest kept for vLLM. */
+export interface ParsedChatRequest extends StreamWish {
+  readonly request: ChatRequest;
+}
+
+export function parseChatRequest(body: unknown): ParsedChatRequest {
+  const object = objectBody(body);
+  const messages = messagesOf(object.messages);
+  let stop: string[] | null = null;
+  if (typeof object.stop === 'string') stop = [object.stop];
+  else if (Array.isArray(object.stop) && object.stop.every((item) => typeof item === 'string')) stop = object.stop as string[];
+  else if (object.stop !== undefined && object.stop !== null) throw invalidRequest('stop must be a string or an array of strings.', 'stop');
   return {
     request: {
-      model: typeof body.model === 'string' ? body.model : null,
+      model: typeof object.model === 'string' ? object.model : null,
       messages,
-      maxTokens,
-      temperature: optionalNumber(body, 'temperature'),
-      topP: optionalNumber(body, 'top_p'),
+      maxTokens: optionalNumber(object, 'max_completion_tokens') ?? optionalNumber(object, 'max_tokens'),
+      choices: optionalNumber(object, 'n'),
+      temperature: optionalNumber(object, 'temperature'),
+      topP: optionalNumber(object, 'top_p'),
       stop,
-      seed,
-      extra,
+      seed: optionalNumber(object, 'seed'),
+      extra: passedThrough(object, OWNED_CHAT_FIELDS),
     },
-    stream: body.stream === true,
-    includeUsage: isRecord(streamOptions) && streamOptions.include_usage === true,
-    continuousUsage: isRecord(streamOptions) && streamOptions.continuous_usage_stats === true,
+    ...streamWish(object),
+  };
+}
+
+const isTokenIds = (value: unknown): value is number[] =>
+  Array.isArray(value) && value.length > 0 && value.every((id) => typeof id === 'number' && Number.isSafeInteger(id) && id >= 0);
+
+/** A completion's `prompt` or an embedding's `input`: a string, strings, token ids, or lists of token ids. */
+function promptsOf(value: unknown, field: 'prompt' | 'input'): PromptInput[] {
+  if (typeof value === 'string') return [{ text: value }];
+  if (Array.isArray(value) && value.length > 0) {
+    if (value.every((item): item is string => typeof item === 'string')) return value.map((text) => ({ text }));
+    if (isTokenIds(value)) return [{ tokenIds: value }];
+    if (value.every(isTokenIds)) return value.map((tokenIds) => ({ tokenIds }));
+  }
+  throw invalidRequest(`${field} must be a string, an array of strings, or token ids (an array of them, or of arrays).`, field);
+}
+
+function addSpecialTokens(body: Body): boolean {
+  const value = body.add_special_tokens;
+  if (value === undefined || value === null) return true;
+  if (typeof value !== 'boolean') throw invalidRequest('add_special_tokens must be a boolean.', 'add_special_tokens');
+  return value;
+}
+
+export interface ParsedPromptRequest extends StreamWish {
+  readonly request: PromptRequest;
+}
+
+export function parseCompletionRequest(body: unknown): ParsedPromptRequest {
+  const object = objectBody(body);
+  const maxTokens = object.max_tokens === undefined ? DEFAULT_COMPLETION_MAX_TOKENS : optionalNumber(object, 'max_tokens');
+  return {
+    request: {
+      endpoint: 'completions',
+      model: typeof object.model === 'string' ? object.model : null,
+      prompts: promptsOf(object.prompt, 'prompt'),
+      maxTokens,
+      choices: optionalNumber(object, 'n') ?? 1,
+      addSpecialTokens: addSpecialTokens(object),
+      extra: passedThrough(object, OWNED_COMPLETION_FIELDS),
+    },
+    ...streamWish(object),
+  };
+}
+
+export function parseEmbeddingRequest(body: unknown): PromptRequest {
+  const object = objectBody(body);
+  if (object.messages !== undefined) throw invalidRequest('Embeddings of messages are not served here; send input.', 'messages');
+  if (object.stream !== undefined && object.stream !== null && object.stream !== false) throw invalidRequest('Embeddings do not stream.', 'stream');
+  return {
+    endpoint: 'embeddings',
+    model: typeof object.model === 'string' ? object.model : null,
+    prompts: promptsOf(object.input, 'input'),
+    maxTokens: 0,
+    choices: 1,
+    addSpecialTokens: addSpecialTokens(object),
+    extra: passedThrough(object, OWNED_EMBEDDING_FIELDS),
   };
 }

@@ -74,7 +74,8 @@ const fits = (level: string, amount: string): string =>
 /**
  * $1 now, $2 user, $3 the client's maxTokens (null: what remains), $4 the model's completion
  * limit, $5 prompt tokens, $6 request id, $7 reservation lifetime in seconds, $8 the API key
- * the request came with (null: an access token). The team is the user's, read here.
+ * the request came with (null: an access token), $9 the least completion budget the request can
+ * run with (1; one per choice of `n`; 0 for embeddings). The team is the user's, read here.
  *
  * Without maxTokens the completion is capped to the least that remains across the levels. The
  * request is reserved at every level or at none. Every level's figures are returned either way,
@@ -91,7 +92,7 @@ export const RESERVE_SQL = `with member as (
        ), budget as (
          select usr.user_id, team.team_id, akey.api_key_id, c.completion,
                 ($8::uuid is null or akey.api_key_id is not null) as key_valid,
-                ($8::uuid is null or akey.api_key_id is not null) and c.completion >= 1
+                ($8::uuid is null or akey.api_key_id is not null) and c.completion >= $9::bigint
                   and ${fits('team', '$5::bigint + c.completion')} and ${fits('usr', '$5::bigint + c.completion')}
                   and ${fits('akey', '$5::bigint + c.completion')} as granted
            from usr
@@ -144,7 +145,7 @@ const remainingAfter = (limit: string, used: string, reserved: string): string =
 /**
  * $1 now, $2 user, $3 request id, $4 API key, $5 model, $6 interface, $7 prompt, $8 completion,
  * $9 total, $10 usage source, $11 prompt count source, $12 status, $13 latency ms, $14 NOTIFY
- * payload, $15 the upstream's name, $16 the team the reservation was made in.
+ * payload, $15 the upstream's name, $16 the team the reservation was made in, $17 cached prompt tokens.
  *
  * Every level is charged the same: what the upstream reported, or when that is more than was
  * reserved (a tiktoken estimate came out low), the reservation plus as much of the excess as the
@@ -160,11 +161,12 @@ export const SETTLE_SQL = `with res as (
          ${lockKey('$4::uuid', 'usr')}
        ), rec as (
          insert into usage_records (request_id, user_id, api_key_id, team_id, model, interface, prompt_tokens, completion_tokens,
-                                    total_tokens, charged_tokens, usage_source, prompt_count_source, status, latency_ms, created_at, upstream)
+                                    total_tokens, charged_tokens, usage_source, prompt_count_source, status, latency_ms, created_at, upstream,
+                                    cached_tokens)
          select $3::uuid, usr.user_id, $4::uuid, team.team_id, $5, $6, $7::bigint, $8::bigint, $9::bigint,
                 least($9::bigint, coalesce((select amount from res), 0) +
                       coalesce(least(${room('team')}, ${room('usr')}, ${room('akey')}), $9::bigint)),
-                $10, $11, $12, $13::bigint, $1::timestamptz, $15
+                $10, $11, $12, $13::bigint, $1::timestamptz, $15, $17::bigint
            from usr
            left join team on true
            left join akey on true

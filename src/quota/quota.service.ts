@@ -21,6 +21,8 @@ export interface ReserveRequest {
   readonly maxTokens: number | null;
   /** The most the model can generate for this prompt (context length - prompt). */
   readonly modelCompletionLimit: number;
+  /** The least completion budget the request can run with: 1, one per choice, or 0 for a request that generates nothing. */
+  readonly minCompletionTokens: number;
   readonly target: ChargeTarget;
 }
 
@@ -159,10 +161,11 @@ export class QuotaService {
       request.requestId,
       this.ledger.ttlSeconds,
       request.apiKeyId,
+      request.minCompletionTokens,
     ]);
     if (row === undefined) throw new UnauthenticatedError('The user no longer exists or is disabled.');
     if (!row.key_valid) throw new UnauthenticatedError('The API key is invalid or revoked.');
-    if (!row.granted) throw refusalOf(row, request.promptTokens + (request.maxTokens ?? 1), now);
+    if (!row.granted) throw refusalOf(row, request.promptTokens + (request.maxTokens ?? request.minCompletionTokens), now);
     const completion = Number(row.completion);
     const reservation = new Reservation(
       {

@@ -40,6 +40,8 @@ export interface ChargeTarget {
 export interface Usage {
   readonly promptTokens: number;
   readonly completionTokens: number;
+  /** Of the prompt tokens, those vLLM's prefix cache held (`prompt_tokens_details.cached_tokens`); 0 when not reported. */
+  readonly cachedTokens: number;
   readonly usageSource: 'reported' | 'estimated';
   readonly status: UsageStatus;
 }
@@ -103,7 +105,15 @@ export class Reservation {
 
   /** Charges `usage` (counts clamped to what a record holds). */
   settle(usage: Usage): Promise<SettledUsage | null> {
-    this.ended ??= this.ending(this.charge({ ...usage, promptTokens: clampCount(usage.promptTokens), completionTokens: clampCount(usage.completionTokens) }));
+    const promptTokens = clampCount(usage.promptTokens);
+    this.ended ??= this.ending(
+      this.charge({
+        ...usage,
+        promptTokens,
+        completionTokens: clampCount(usage.completionTokens),
+        cachedTokens: Math.min(clampCount(usage.cachedTokens), promptTokens),
+      }),
+    );
     return this.ended;
   }
 
@@ -157,6 +167,7 @@ export class Reservation {
       model: target.model,
       promptTokens: usage.promptTokens,
       completionTokens: usage.completionTokens,
+      cachedTokens: usage.cachedTokens,
     });
     const latencyMs = Math.max(0, Math.min(Math.round(performance.now() - this.startedAt), MAX_TOKEN_COUNT));
     const row = await ledger.db.one<{ used: string; reserved: string; token_limit: number | null; charged: number | null }>(SETTLE_SQL, [
@@ -176,12 +187,13 @@ export class Reservation {
       notice,
       this.upstream,
       budget.teamId,
+      usage.cachedTokens,
     ]);
     if (row === undefined) throw new Error(`quota account of user ${budget.userId} is missing`);
     const used = Number(row.used);
     const reserved = Number(row.reserved);
     const chargedTokens = row.charged ?? 0;
-    if (row.charged !== null) ledger.metrics.recorded(target.model, usage.promptTokens, usage.completionTokens);
+    if (row.charged !== null) ledger.metrics.recorded(target.model, usage.promptTokens, usage.completionTokens, usage.cachedTokens);
     // The minute's token count held the whole reservation; it keeps what was charged. The charge
     // is committed and announced already: a failure here must not undo either.
     if (this.inRateWindow) {

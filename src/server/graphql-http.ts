@@ -85,16 +85,28 @@ export function graphqlRoute(apollo: ApolloServer<GraphQLContext>, pipeline: Gra
       for (const [name, value] of Object.entries(req.headers)) {
         if (value !== undefined) headers.set(name, Array.isArray(value) ? value.join(', ') : value);
       }
-      const response = await apollo.executeHTTPGraphQLRequest({
-        httpGraphQLRequest: { method: req.method ?? 'GET', headers, search: scope.search, body: read.body },
-        context: async () =>
-          pipeline.context({
-            requestId: scope.requestId,
-            authorization: req.headers.authorization ?? null,
-            clientAddress: clientAddressOf(req),
-            transport: 'http',
-          }),
-      });
+      // A client that hangs up mid-operation stops what it started upstream (a chat) at once.
+      const clientGone = new AbortController();
+      const onClose = (): void => {
+        if (!res.writableEnded) clientGone.abort();
+      };
+      res.on('close', onClose);
+      let response;
+      try {
+        response = await apollo.executeHTTPGraphQLRequest({
+          httpGraphQLRequest: { method: req.method ?? 'GET', headers, search: scope.search, body: read.body },
+          context: async () =>
+            pipeline.context({
+              requestId: scope.requestId,
+              authorization: req.headers.authorization ?? null,
+              clientAddress: clientAddressOf(req),
+              transport: 'http',
+              clientGone: clientGone.signal,
+            }),
+        });
+      } finally {
+        res.off('close', onClose);
+      }
       const responseHeaders: Record<string, string> = {};
       for (const [name, value] of response.headers) responseHeaders[name] = value;
       if (response.body.kind === 'complete') {

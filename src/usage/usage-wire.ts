@@ -24,6 +24,8 @@ interface WireEvent {
   m: string;
   p: number;
   c: number;
+  /** Cached prompt tokens; absent from events of instances that predate it. */
+  ct?: number;
   used: number;
   rem: number | null;
   tu: number | null;
@@ -37,7 +39,7 @@ const numberOrNull = (value: unknown): number | null => (typeof value === 'numbe
 const stringOrNull = (value: unknown): string | null => (typeof value === 'string' ? value : null);
 
 export function encodeUnsettled(event: UnsettledUsageEvent): string {
-  const wire: Pick<WireEvent, 'r' | 'u' | 'k' | 't' | 'm' | 'p' | 'c'> = {
+  const wire: Pick<WireEvent, 'r' | 'u' | 'k' | 't' | 'm' | 'p' | 'c' | 'ct'> = {
     r: event.requestId,
     u: event.userId,
     k: event.apiKeyId,
@@ -45,6 +47,7 @@ export function encodeUnsettled(event: UnsettledUsageEvent): string {
     m: event.model.slice(0, 256),
     p: event.promptTokens,
     c: event.completionTokens,
+    ct: event.cachedTokens,
   };
   return JSON.stringify(wire);
 }
@@ -65,6 +68,7 @@ export function decodeUsageEvent(text: string): UsageEvent | null {
     model: String(wire.m ?? ''),
     promptTokens: wire.p,
     completionTokens: wire.c,
+    cachedTokens: typeof wire.ct === 'number' ? wire.ct : 0,
     totalTokens: wire.p + wire.c,
     used: Number(wire.used ?? 0),
     remaining: numberOrNull(wire.rem),

@@ -43,6 +43,7 @@ interface RecordRow {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  cached_tokens: number;
   charged_tokens: number;
   usage_source: string;
   status: string;
@@ -122,8 +123,8 @@ export class UsageService {
     }
     params.push(first + 1);
     const rows = await this.db.query<RecordRow>(
-      `select id::text as id, request_id, user_id, api_key_id, team_id, model, interface, prompt_tokens, completion_tokens, total_tokens, charged_tokens,
-              usage_source, status, latency_ms, upstream,
+      `select id::text as id, request_id, user_id, api_key_id, team_id, model, interface, prompt_tokens, completion_tokens, total_tokens, cached_tokens,
+              charged_tokens, usage_source, status, latency_ms, upstream,
               to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') as cursor_time
          from usage_records where ${where}
         order by created_at desc, id desc
@@ -148,10 +149,11 @@ export class UsageService {
       prompt: string;
       completion: string;
       total: string;
+      cached: string;
       charged: string;
     }>(
       `select ${key} as bucket, count(*) as requests, sum(prompt_tokens) as prompt, sum(completion_tokens) as completion,
-              sum(total_tokens) as total, sum(charged_tokens) as charged
+              sum(total_tokens) as total, sum(cached_tokens) as cached, sum(charged_tokens) as charged
          from usage_records where ${where}
         group by 1 order by 1 limit ${MAX_SUMMARY_BUCKETS}`,
       params,
@@ -169,6 +171,7 @@ export class UsageService {
         promptTokens: Number(row.prompt),
         completionTokens: Number(row.completion),
         totalTokens: Number(row.total),
+        cachedTokens: Number(row.cached),
         chargedTokens: Number(row.charged),
       };
     });
@@ -224,6 +227,7 @@ function toRecord(row: RecordRow): UsageRecord {
     promptTokens: row.prompt_tokens,
     completionTokens: row.completion_tokens,
     totalTokens: row.total_tokens,
+    cachedTokens: row.cached_tokens,
     chargedTokens: row.charged_tokens,
     estimated: row.usage_source === 'estimated',
     status: row.status,

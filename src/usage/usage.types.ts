@@ -31,6 +31,9 @@ export class UsageEvent {
   @Field(() => Int)
   totalTokens!: number;
 
+  @Field(() => Int, { description: "Of the prompt tokens, those vLLM's prefix cache held (0 when it did not report them)." })
+  cachedTokens!: number;
+
   @Field(() => Int, { description: "The user's usage.used after this request." })
   used!: number;
 
@@ -96,6 +99,9 @@ export class UsageRecord {
 
   @Field(() => Int)
   totalTokens!: number;
+
+  @Field(() => Int, { description: "Of the prompt tokens, those vLLM's prefix cache held (0 when it did not report them)." })
+  cachedTokens!: number;
 
   @Field(() => Int, { description: 'What counted against the quota (equals totalTokens unless the upstream overran its reservation).' })
   chargedTokens!: number;
@@ -170,6 +176,9 @@ export class UsageBucket {
 
   @Field(() => Int)
   totalTokens!: number;
+
+  @Field(() => Int, { description: 'Cached prompt tokens of the bucket.' })
+  cachedTokens!: number;
 
   @Field(() => Int)
   chargedTokens!: number;

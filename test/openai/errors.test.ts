@@ -122,27 +122,46 @@ describe('OpenAI-compatible endpoint: errors in OpenAI\'s shape', () => {
     expect(await usageRecords(env.gateway.databaseUrl, user.id)).toEqual([]);
   });
 
-  it('unknown request fields: BadRequestError 400 naming the field, nothing sent upstream', async () => {
+  it.each([
+    ['priority', 1],
+    ['cache_salt', 'another-tenant'],
+    ['kv_transfer_params', { do_remote_prefill: true }],
+    ['ec_transfer_params', { do_remote_encode: true }],
+  ])('%s is the gateway\'s to set: BadRequestError 400 naming it, nothing sent upstream', async (field, value) => {
     const { user, client } = await sdkUser(env);
-    const guided = await refusedBeforeUpstream(OpenAI.BadRequestError, () =>
-      client.chat.completions.create({
-        model: MODEL,
-        messages: HELLO,
-        guided_json: { type: 'object' },
-      } as unknown as ChatCompletionCreateParamsNonStreaming),
+    const body = { model: MODEL, messages: HELLO, [field]: value } as unknown as ChatCompletionCreateParamsNonStreaming;
+    const error = await refusedBeforeUpstream(OpenAI.BadRequestError, () => client.chat.completions.create(body));
+    expect(error.status).toBe(400);
+    expect(error.param).toBe(field);
+    expect(error.type).toBe('invalid_request_error');
+    const completion = await refusedBeforeUpstream(OpenAI.BadRequestError, () =>
+      client.completions.create({ model: MODEL, prompt: 'Hi', [field]: value } as unknown as OpenAI.CompletionCreateParamsNonStreaming),
     );
-    expect(guided.status).toBe(400);
-    expect(guided.param).toBe('guided_json');
-    expect(guided.type).toBe('invalid_request_error');
+    expect(completion.param).toBe(field);
+    expect(await usageRecords(env.gateway.databaseUrl, user.id)).toEqual([]);
+    expect(await ledger(env.gateway.databaseUrl, user.id)).toMatchObject({ used: 0, reserved: 0, reservations: 0 });
+  });
 
-    const tools = await refusedBeforeUpstream(OpenAI.BadRequestError, () =>
-      client.chat.completions.create({
-        model: MODEL,
-        messages: HELLO,
-        tools: [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: {} } } }],
-      }),
+  it('stream_options without stream is a 400 on stream_options, as in vLLM; an empty one passes', async () => {
+    const { client } = await sdkUser(env);
+    const error = await refusedBeforeUpstream(OpenAI.BadRequestError, () =>
+      client.chat.completions.create({ model: MODEL, messages: HELLO, stream_options: { include_usage: true } }),
     );
-    expect(tools.param).toBe('tools');
+    expect(error.param).toBe('stream_options');
+    const passes = await client.chat.completions.create({ model: MODEL, messages: HELLO, max_tokens: 3, stream_options: {} } as ChatCompletionCreateParamsNonStreaming);
+    expect(passes.usage?.completion_tokens).toBe(3);
+  });
+
+  it('vLLM\'s own 400s keep vLLM\'s param and release the reservation', async () => {
+    const { user, client } = await sdkUser(env);
+    const tool = { type: 'function' as const, function: { name: 'get_time', parameters: { type: 'object', properties: {} } } };
+    const misnamed = await rejection(() =>
+      client.chat.completions.create({ model: MODEL, messages: HELLO, tools: [tool], tool_choice: { type: 'function', function: { name: 'nope' } } }),
+    );
+    expect(misnamed).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((misnamed as APIError).param).toBe('tool_choice');
+    const logprobs = await rejection(() => client.chat.completions.create({ model: MODEL, messages: HELLO, top_logprobs: 2 }));
+    expect((logprobs as APIError).param).toBe('top_logprobs');
     expect(await usageRecords(env.gateway.databaseUrl, user.id)).toEqual([]);
     expect(await ledger(env.gateway.databaseUrl, user.id)).toMatchObject({ used: 0, reserved: 0, reservations: 0 });
   });
