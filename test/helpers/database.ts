@@ -41,6 +41,7 @@ export interface UsageRecordRow extends Record<string, unknown> {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  cached_tokens: number;
   charged_tokens: number;
   usage_source: 'reported' | 'estimated';
   prompt_count_source: 'tokenize' | 'tiktoken';
@@ -52,7 +53,7 @@ export interface UsageRecordRow extends Record<string, unknown> {
 export function usageRecords(databaseUrl: string, userId: string): Promise<UsageRecordRow[]> {
   return sql<UsageRecordRow>(
     databaseUrl,
-    `select request_id, api_key_id, model, interface, prompt_tokens, completion_tokens, total_tokens, charged_tokens, usage_source,
+    `select request_id, api_key_id, model, interface, prompt_tokens, completion_tokens, total_tokens, cached_tokens, charged_tokens, usage_source,
             prompt_count_source, status, created_at
        from usage_records where user_id = $1 order by id`,
     [userId],

@@ -1,7 +1,7 @@
 import type OpenAI from 'openai';
 import type { QuotaPeriod } from '../generated/graphql';
 import { createApiKey, createUser, openaiClient, type SignedIn } from '../helpers/client';
-import { resetSimulator, startWithAdmin, type TestGateway } from '../helpers/server';
+import { resetSimulator, startWithAdmin, type TestGateway, type TestGatewayOptions } from '../helpers/server';
 
 export interface OpenAIEnv {
   readonly gateway: TestGateway;
@@ -13,10 +13,10 @@ export interface OpenAIEnv {
  * The file's gateway and admin, started before its tests and stopped after them; the simulator
  * is reset after each test, as these tests inject faults and latency.
  */
-export function openaiGateway(): OpenAIEnv {
+export function openaiGateway(options: TestGatewayOptions = {}): OpenAIEnv {
   const env = {} as { gateway: TestGateway; admin: string };
   beforeAll(async () => {
-    const started = await startWithAdmin();
+    const started = await startWithAdmin(options);
     env.gateway = started.gateway;
     env.admin = started.admin.token;
   });
