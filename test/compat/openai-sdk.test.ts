@@ -106,6 +106,34 @@ describe('Real clients through the gateway: the official openai SDK', () => {
     expect(await ledger(env.gateway.databaseUrl, user.id)).toMatchObject({ used: (two.usage?.total_tokens ?? 0) + (once.usage?.total_tokens ?? 0), reserved: 0, reservations: 0 });
   });
 
+  it('passes messages of every role through: developer, a named user with content parts; counted exactly', async () => {
+    const { user, client } = await sdkUser(env);
+    const sim = env.gateway.simulator;
+    const before = { ...sim.stats };
+    const answer = await client.chat.completions.create({
+      model: MODEL,
+      messages: [
+        { role: 'developer', content: 'Answer briefly.' },
+        { role: 'system', content: [{ type: 'text', text: 'You are a forecaster.' }] },
+        { role: 'user', name: 'ana', content: [{ type: 'text', text: 'Tomorrow?' }, { type: 'text', text: 'In Oslo.' }] },
+      ],
+      max_tokens: 4,
+    });
+    expect(answer.choices[0].finish_reason).toBe('length');
+    const after = { ...sim.stats };
+    expect(after.tokenizedTokens - before.tokenizedTokens).toBe(answer.usage?.prompt_tokens);
+    expect(answer.usage?.prompt_tokens).toBe(1 + (4 + 3) + (4 + 5) + (4 + 2 + 3) + 3);
+    const [row] = await newRecords(user.id, 1);
+    expect(row.prompt_tokens).toBe(answer.usage?.prompt_tokens);
+  });
+
+  it('refuses more choices than CHAT_MAX_CHOICES, naming n', async () => {
+    const { client } = await sdkUser(env);
+    const error = await rejection(() => client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Hi.' }], n: 17 }));
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((error as InstanceType<typeof OpenAI.BadRequestError>).param).toBe('n');
+  });
+
   it('passes logprobs through', async () => {
     const { client } = await sdkUser(env);
     const answer = await client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'Hi.' }], max_tokens: 5, logprobs: true, top_logprobs: 2 });
