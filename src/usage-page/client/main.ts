@@ -125,23 +125,29 @@ function renderTeam(team: Team | null): void {
   renderUsage(team.usage, 'team-');
 }
 
+/** A table row of one account: its label, used, limit and a small bar; marked when it just changed. */
+function usageRow(label: string, usage: { used: number; limit: number | null }, changed: boolean): HTMLElement {
+  const row = make('tr', '', changed ? 'changed' : '');
+  const bar = make('div', '', 'bar mini');
+  bar.append(make('div', '', 'fill'));
+  fillBar(bar, usage.used, usage.limit);
+  const barCell = make('td');
+  barCell.append(bar);
+  row.append(
+    make('td', label),
+    make('td', numbers.format(usage.used), 'num used'),
+    make('td', usage.limit === null ? 'unlimited' : numbers.format(usage.limit), 'num'),
+    barCell,
+  );
+  return row;
+}
+
 function renderKeys(changedId?: string): void {
   el('keys').hidden = keys.size === 0;
   el('key-rows').replaceChildren(
     ...[...keys.values()].map((key) => {
-      const row = make('tr', '', key.id === changedId ? 'changed' : '');
+      const row = usageRow(`${key.name} (${key.prefix}…)`, key.usage, key.id === changedId);
       row.dataset.keyId = key.id;
-      const bar = make('div', '', 'bar mini');
-      bar.append(make('div', '', 'fill'));
-      fillBar(bar, key.usage.used, key.usage.limit);
-      const barCell = make('td');
-      barCell.append(bar);
-      row.append(
-        make('td', `${key.name} (${key.prefix}…)`),
-        make('td', numbers.format(key.usage.used), 'num used'),
-        make('td', key.usage.limit === null ? 'unlimited' : numbers.format(key.usage.limit), 'num'),
-        barCell,
-      );
       return row;
     }),
   );
@@ -165,19 +171,8 @@ function renderEveryone(changedId?: string): void {
   const rows = [...everyone.values()].sort((a, b) => b.usage.used - a.usage.used || a.email.localeCompare(b.email));
   el('everyone-rows').replaceChildren(
     ...rows.map((user) => {
-      const row = make('tr', '', user.id === changedId ? 'changed' : '');
+      const row = usageRow(user.email, user.usage, user.id === changedId);
       row.dataset.userId = user.id;
-      const bar = make('div', '', 'bar mini');
-      bar.append(make('div', '', 'fill'));
-      fillBar(bar, user.usage.used, user.usage.limit);
-      const barCell = make('td');
-      barCell.append(bar);
-      row.append(
-        make('td', user.email),
-        make('td', numbers.format(user.usage.used), 'num used'),
-        make('td', user.usage.limit === null ? 'unlimited' : numbers.format(user.usage.limit), 'num'),
-        barCell,
-      );
       return row;
     }),
   );
