@@ -20,7 +20,9 @@ import pino from 'pino';
 import { systemClock } from '../src/clock';
 import { createPool, Database } from '../src/db/database';
 import { startEmbeddedPostgres } from '../src/db/embedded';
+import { PgNotifications } from '../src/db/notifications';
 import { ormOptions } from '../src/db/orm-options';
+import { GatewayInstance } from '../src/quota/gateway-instance';
 import { GatewayMetrics } from '../src/metrics/metrics';
 import { QuotaService } from '../src/quota/quota.service';
 import { Fleet } from '../src/upstreams/fleet';
@@ -71,12 +73,16 @@ async function main(): Promise<void> {
   if (postmaster === null) throw new Error('the embedded PostgreSQL has no postmaster to measure');
   const orm = await MikroORM.init(ormOptions(embedded.url));
   const pool = createPool(embedded.url, Math.max(...CONCURRENCIES) + 2, log);
+  const notifications = new PgNotifications(embedded.url, log);
+  let instance: GatewayInstance | null = null;
   try {
     await orm.getMigrator().up();
     const db = new Database(pool, orm);
+    await notifications.start();
+    instance = await new GatewayInstance(db, notifications, log).start();
     // The ledger as the gateway runs it, metrics included; no upstream is needed to reserve and settle.
     const metrics = new GatewayMetrics(new Fleet([], log, { healthIntervalMs: 5_000, catalogueRefreshMs: 30_000 }));
-    const quota = new QuotaService(db, new RateLimiter({ requestsPerMinute: 0, tokensPerMinute: 0 }, db), systemClock, log, 180, metrics);
+    const quota = new QuotaService(db, new RateLimiter({ requestsPerMinute: 0, tokensPerMinute: 0 }, db), systemClock, log, 180, metrics, instance, 10_000);
 
     const newTeam = async (): Promise<string> => {
       const teamId = randomUUID();
@@ -186,6 +192,8 @@ async function main(): Promise<void> {
     mkdirSync(out, { recursive: true });
     writeFileSync(path.join(out, 'ledger-levels.json'), `${JSON.stringify({ ops: OPS, rounds: ROUNDS, machine: os.cpus().length, results }, null, 2)}\n`);
   } finally {
+    await instance?.stop();
+    await notifications.stop();
     await pool.end();
     await orm.close(true);
     await embedded.stop();

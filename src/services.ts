@@ -10,6 +10,7 @@ import type { Config } from './config';
 import type { Database } from './db/database';
 import type { Logger } from './logger';
 import { GatewayMetrics } from './metrics/metrics';
+import type { GatewayInstance } from './quota/gateway-instance';
 import { QuotaService } from './quota/quota.service';
 import { RateLimiter } from './quota/rate-limiter';
 import type { ServerInfo } from './server-info/server-info.resolver';
@@ -49,17 +50,18 @@ export interface ServiceDependencies {
   readonly serverInfo: ServerInfo;
   readonly fleet: Fleet;
   readonly usageBus: UsageBus;
+  readonly instance: GatewayInstance;
 }
 
 export function createServices(deps: ServiceDependencies): Services {
-  const { config, log, db, clock, fleet, usageBus } = deps;
+  const { config, log, db, clock, fleet, usageBus, instance } = deps;
   const metrics = new GatewayMetrics(fleet);
   const audit = new AuditService(config.audit, db, clock, log);
   const auth = new AuthService(config, new PasswordHasher(config.passwordHash), audit, log, db);
   const rateLimiter = new RateLimiter(config.rateLimit, db);
-  // A reservation outlives its request only if the process died; a minute past the upstream
-  // timeout, the reaper may safely give it back.
-  const quota = new QuotaService(db, rateLimiter, clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60, metrics);
+  // Kept for the instances from before instances were tracked, which judge reservations by age:
+  // a minute past the upstream timeout, their reaper may give one back.
+  const quota = new QuotaService(db, rateLimiter, clock, log, Math.ceil(config.vllm.timeoutMs / 1000) + 60, metrics, instance, config.orphans.settleAfterMs);
   const promptCounter = new PromptCounter(config.vllm.tiktokenMargin);
   const teams = new TeamService(quota, audit, log, db);
   return {
@@ -76,7 +78,7 @@ export function createServices(deps: ServiceDependencies): Services {
     quota,
     rateLimiter,
     chatAdmission: new ChatAdmission(config, fleet, promptCounter, quota, rateLimiter, metrics, log),
-    chat: new ChatService(config, fleet, promptCounter, quota.extendEveryMs, log),
+    chat: new ChatService(config, fleet, promptCounter, log),
     fleet,
     usageBus,
     usage: new UsageService(usageBus, auth, db),

@@ -70,8 +70,6 @@ export class ChatService {
     private readonly config: Config,
     private readonly fleet: Fleet,
     private readonly promptCounter: PromptCounter,
-    /** How often a running stream keeps its reservation alive. */
-    private readonly extendEveryMs: number,
     private readonly log: Logger,
   ) {}
 
@@ -196,12 +194,6 @@ export class ChatService {
         attempt.abort();
       }, this.config.vllm.timeoutMs);
     };
-    // A stream may produce for longer than a reservation lives; keep it alive while it does.
-    const keepReserved = setInterval(() => {
-      reservation.extend().catch((error: unknown) => this.log.warn({ err: error }, 'could not extend a reservation'));
-    }, this.extendEveryMs);
-    keepReserved.unref();
-
     let ending: StreamEnding = 'client_gone';
     let failure: unknown = null;
     try {
@@ -227,6 +219,7 @@ export class ChatService {
       for (let next = opened.head.shift(); next !== undefined; next = opened.head.shift()) {
         if (carriesOutput(next)) observation.firstToken();
         const delta = meter.observe(next);
+        reservation.deliver(meter.generated);
         yield { kind: 'chunk', chunk: next, delta };
         if (meter.cut) break;
       }
@@ -236,6 +229,7 @@ export class ChatService {
         armIdleTimer();
         observation.firstToken();
         const delta = meter.observe(next.value);
+        reservation.deliver(meter.generated);
         yield { kind: 'chunk', chunk: next.value, delta };
       }
       // Ended quietly by an abort (client gone, idle timeout): that is not a finished answer.
@@ -250,7 +244,6 @@ export class ChatService {
       }
     } finally {
       clearTimeout(idle);
-      clearInterval(keepReserved);
       upstreamCall.signal.removeEventListener('abort', leave);
       observation.outcome = ending === 'finished' ? 'ok' : ending === 'client_gone' ? 'aborted' : 'upstream_error';
       // Runs also when the consumer leaves mid-stream: the upstream is stopped and what was

@@ -256,6 +256,16 @@ export const SETTINGS = {
       default: '900',
     }),
   },
+  orphans: {
+    settleAfterMs: variable({
+      name: 'ORPHAN_SETTLE_AFTER_MS',
+      group: 'core',
+      meaning:
+        "how long a gateway instance must be gone (its database session closed, no heartbeat) before another settles its requests as `interrupted`; also how long an instance waits after (re)connecting before it judges others",
+      schema: integer(0, 60_000),
+      default: '10000',
+    }),
+  },
   audit: {
     retentionDays: variable({
       name: 'AUDIT_RETENTION_DAYS',

@@ -31,6 +31,8 @@ export class PgNotifications {
   private client: Client | null = null;
   private readonly handlers = new Map<string, Set<Handler>>();
   private readonly reconnectListeners = new Set<() => void>();
+  private readonly sessionSetups: ((client: Client) => Promise<unknown>)[] = [];
+  private connectedAt: number | null = null;
   private stopped = false;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private lostAt: number | null = null;
@@ -63,6 +65,20 @@ export class PgNotifications {
 
   onReconnect(listener: () => void): void {
     this.reconnectListeners.add(listener);
+  }
+
+  /**
+   * Runs `setup` on the connection now, if there is one, and on every connection made after:
+   * what must hold for as long as this process's session does (the instance's lock).
+   */
+  async onSession(setup: (client: Client) => Promise<unknown>): Promise<void> {
+    this.sessionSetups.push(setup);
+    if (this.client !== null) await setup(this.client);
+  }
+
+  /** How long the connection has been up without a break, in ms (0 while it is down). */
+  get upForMs(): number {
+    return this.connectedAt === null || this.client === null ? 0 : Date.now() - this.connectedAt;
   }
 
   /** For tests and health: whether the listening connection is up. */
@@ -110,6 +126,7 @@ export class PgNotifications {
     client.on('end', () => lost());
     try {
       await client.connect();
+      for (const setup of this.sessionSetups) await setup(client);
       for (const channel of this.handlers.keys()) await client.query(`listen ${channel}`);
     } catch (error) {
       // A connection that got this far must not stay open beside the next attempt's.
@@ -122,6 +139,7 @@ export class PgNotifications {
       return;
     }
     this.client = client;
+    this.connectedAt = Date.now();
   }
 
   private scheduleReconnect(delayMs: number): void {

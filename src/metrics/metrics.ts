@@ -31,6 +31,7 @@ export class GatewayMetrics {
   private readonly overhead: Histogram<'interface'>;
   private readonly firstToken: Histogram<'model'>;
   private readonly reservations: Gauge;
+  private readonly interrupted: Counter;
   private webSocketCount: () => number = () => 0;
 
   constructor(private readonly fleet: Fleet) {
@@ -70,6 +71,11 @@ export class GatewayMetrics {
       registers,
     });
     this.reservations = new Gauge({ name: 'gateway_reservations_in_flight', help: 'Reservations of this instance not yet settled or released.', registers });
+    this.interrupted = new Counter({
+      name: 'gateway_interrupted_requests_total',
+      help: 'Requests of instances that died, settled by this instance from their last checkpoint.',
+      registers,
+    });
     const countSockets = (): number => this.webSocketCount();
     const fleetStatus = (): ReturnType<Fleet['status']> => this.fleet.status();
     new Gauge({
@@ -115,6 +121,10 @@ export class GatewayMetrics {
 
   reservationEnded(): void {
     this.reservations.dec();
+  }
+
+  orphansSettled(count: number): void {
+    this.interrupted.inc(count);
   }
 
   /** A usage record this instance wrote. */

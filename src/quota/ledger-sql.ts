@@ -75,7 +75,9 @@ const fits = (level: string, amount: string): string =>
  * $1 now, $2 user, $3 the client's maxTokens (null: what remains), $4 the model's completion
  * limit, $5 prompt tokens, $6 request id, $7 reservation lifetime in seconds, $8 the API key
  * the request came with (null: an access token), $9 the least completion budget the request can
- * run with (1; one per choice of `n`; 0 for embeddings). The team is the user's, read here.
+ * run with (1; one per choice of `n`; 0 for embeddings), $10 the instance that holds it, $11 model,
+ * $12 interface, $13 upstream, $14 prompt count source (what an orphan's record needs). The team
+ * is the user's, read here.
  *
  * Without maxTokens the completion is capped to the least that remains across the levels. The
  * request is reserved at every level or at none. Every level's figures are returned either way,
@@ -124,8 +126,10 @@ export const RESERVE_SQL = `with member as (
           where b.granted and a.api_key_id = akey.api_key_id
          returning a.api_key_id
        ), ins as (
-         insert into quota_reservations (request_id, user_id, team_id, api_key_id, amount, expires_at)
-         select $6::uuid, b.user_id, b.team_id, b.api_key_id, $5::bigint + b.completion, now() + make_interval(secs => $7::double precision)
+         insert into quota_reservations (request_id, user_id, team_id, api_key_id, amount, expires_at, instance_id, model, interface, upstream,
+                                         prompt_count_source, prompt_tokens)
+         select $6::uuid, b.user_id, b.team_id, b.api_key_id, $5::bigint + b.completion, now() + make_interval(secs => $7::double precision),
+                $10::uuid, $11, $12, $13, $14, $5::bigint
            from budget b where b.granted
          returning request_id
        )
@@ -143,36 +147,14 @@ const remainingAfter = (limit: string, used: string, reserved: string): string =
   `case when ${limit} is null then null else greatest(${limit} - ${used} - ${reserved}, 0) end`;
 
 /**
- * $1 now, $2 user, $3 request id, $4 API key, $5 model, $6 interface, $7 prompt, $8 completion,
- * $9 total, $10 usage source, $11 prompt count source, $12 status, $13 latency ms, $14 NOTIFY
- * payload, $15 the upstream's name, $16 the team the reservation was made in, $17 cached prompt tokens.
- *
- * Every level is charged the same: what the upstream reported, or when that is more than was
- * reserved (a tiktoken estimate came out low), the reservation plus as much of the excess as the
- * tightest level allows, so that `used` never passes the limit at any level.
+ * The end every settlement shares, after its CTEs `res` (the reservation deleted), `team`,
+ * `usr`, `akey` (the accounts locked) and `rec` (the usage record inserted, or nothing when the
+ * request was settled already): each level is charged the record's tokens and given back the
+ * reservation, and the record is announced with every level's figures after the change, so the
+ * event is heard exactly when the record commits. `event` is the event's JSON before those figures.
  */
-export const SETTLE_SQL = `with res as (
-         delete from quota_reservations where request_id = $3::uuid returning amount
-       ), team as (
-         ${lockTeam('$16::uuid', 'res')}
-       ), usr as (
-         ${lockUser('$2::uuid', 'team')}
-       ), akey as (
-         ${lockKey('$4::uuid', 'usr')}
-       ), rec as (
-         insert into usage_records (request_id, user_id, api_key_id, team_id, model, interface, prompt_tokens, completion_tokens,
-                                    total_tokens, charged_tokens, usage_source, prompt_count_source, status, latency_ms, created_at, upstream,
-                                    cached_tokens)
-         select $3::uuid, usr.user_id, $4::uuid, team.team_id, $5, $6, $7::bigint, $8::bigint, $9::bigint,
-                least($9::bigint, coalesce((select amount from res), 0) +
-                      coalesce(least(${room('team')}, ${room('usr')}, ${room('akey')}), $9::bigint)),
-                $10, $11, $12, $13::bigint, $1::timestamptz, $15, $17::bigint
-           from usr
-           left join team on true
-           left join akey on true
-         on conflict (request_id) do nothing
-         returning charged_tokens
-       ), charged_team as (
+function chargeLevelsAndAnnounce(event: string): string {
+  return `       ), charged_team as (
          update team_quota_accounts a
             set used = team.used + coalesce((select charged_tokens from rec), 0),
                 reserved = a.reserved - coalesce((select amount from res), 0),
@@ -205,7 +187,7 @@ export const SETTLE_SQL = `with res as (
            left join charged_key k on true
        )
        select f.*, (select charged_tokens from rec) as charged,
-              case when exists (select 1 from rec) then pg_notify('${USAGE_CHANNEL}', ($14::jsonb || jsonb_build_object(
+              case when exists (select 1 from rec) then pg_notify('${USAGE_CHANNEL}', (${event} || jsonb_build_object(
                 'used', f.used,
                 'rem', ${remainingAfter('f.token_limit', 'f.used', 'f.reserved')},
                 'tu', f.team_used,
@@ -214,6 +196,39 @@ export const SETTLE_SQL = `with res as (
                 'krem', ${remainingAfter('f.key_limit', 'f.key_used', 'f.key_reserved')},
                 'at', to_char($1::timestamptz at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))::text) end as notified
          from figures f`;
+}
+
+/**
+ * $1 now, $2 user, $3 request id, $4 API key, $5 model, $6 interface, $7 prompt, $8 completion,
+ * $9 total, $10 usage source, $11 prompt count source, $12 status, $13 latency ms, $14 NOTIFY
+ * payload, $15 the upstream's name, $16 the team the reservation was made in, $17 cached prompt tokens.
+ *
+ * Every level is charged the same: what the upstream reported, or when that is more than was
+ * reserved (a tiktoken estimate came out low), the reservation plus as much of the excess as the
+ * tightest level allows, so that `used` never passes the limit at any level.
+ */
+export const SETTLE_SQL = `with res as (
+         delete from quota_reservations where request_id = $3::uuid returning amount
+       ), team as (
+         ${lockTeam('$16::uuid', 'res')}
+       ), usr as (
+         ${lockUser('$2::uuid', 'team')}
+       ), akey as (
+         ${lockKey('$4::uuid', 'usr')}
+       ), rec as (
+         insert into usage_records (request_id, user_id, api_key_id, team_id, model, interface, prompt_tokens, completion_tokens,
+                                    total_tokens, charged_tokens, usage_source, prompt_count_source, status, latency_ms, created_at, upstream,
+                                    cached_tokens)
+         select $3::uuid, usr.user_id, $4::uuid, team.team_id, $5, $6, $7::bigint, $8::bigint, $9::bigint,
+                least($9::bigint, coalesce((select amount from res), 0) +
+                      coalesce(least(${room('team')}, ${room('usr')}, ${room('akey')}), $9::bigint)),
+                $10, $11, $12, $13::bigint, $1::timestamptz, $15, $17::bigint
+           from usr
+           left join team on true
+           left join akey on true
+         on conflict (request_id) do nothing
+         returning charged_tokens
+${chargeLevelsAndAnnounce('$14::jsonb')}`;
 
 /** $1 request id. Gives the whole reservation back at every level it was made in. */
 export const RELEASE_SQL = `with res as (
@@ -230,16 +245,78 @@ export const RELEASE_SQL = `with res as (
        update api_key_quota_accounts a set reserved = a.reserved - r.amount, updated_at = now()
          from res r where a.api_key_id = r.api_key_id and (select count(*) from freed_user) >= 0`;
 
-/** $1 reservation lifetime in seconds, $2 request id. */
-export const EXTEND_SQL = 'update quota_reservations set expires_at = now() + make_interval(secs => $1::double precision) where request_id = $2::uuid';
+/**
+ * $1 now, $2 request id. Settles the reservation of an instance that is gone, from what the row
+ * itself holds: one record charging its prompt and the completion tokens its stream had
+ * delivered at the last checkpoint, status `interrupted`, estimated; the rest is given back. A
+ * reservation another reaper is settling at the same moment is skipped, not waited for; one
+ * settled already finds no row and changes nothing.
+ */
+export const SETTLE_ORPHAN_SQL = `with res as (
+         delete from quota_reservations
+          where request_id = (select request_id from quota_reservations where request_id = $2::uuid for update skip locked)
+         returning request_id, user_id, team_id, api_key_id, amount, model, interface, upstream, prompt_count_source,
+                   prompt_tokens, least(delivered_tokens, greatest(amount - prompt_tokens, 0)) as delivered_tokens, created_at
+       ), team as (
+         ${lockTeam('(select team_id from res)', 'res')}
+       ), usr as (
+         ${lockUser('(select user_id from res)', 'team')}
+       ), akey as (
+         ${lockKey('(select api_key_id from res)', 'usr')}
+       ), rec as (
+         insert into usage_records (request_id, user_id, api_key_id, team_id, model, interface, prompt_tokens, completion_tokens,
+                                    total_tokens, charged_tokens, usage_source, prompt_count_source, status, latency_ms, created_at, upstream,
+                                    cached_tokens)
+         select res.request_id, usr.user_id, res.api_key_id, team.team_id, res.model, res.interface, res.prompt_tokens, res.delivered_tokens,
+                res.prompt_tokens + res.delivered_tokens, least(res.prompt_tokens + res.delivered_tokens, res.amount),
+                'estimated', res.prompt_count_source, 'interrupted',
+                greatest(0, round(extract(epoch from $1::timestamptz - res.created_at) * 1000))::bigint, $1::timestamptz, res.upstream, 0
+           from res
+           join usr on true
+           left join team on true
+           left join akey on true
+         on conflict (request_id) do nothing
+         returning charged_tokens
+${chargeLevelsAndAnnounce(`(select jsonb_build_object('r', request_id, 'u', user_id, 'k', api_key_id, 't', team_id, 'm', left(model, 256),
+                                   'p', prompt_tokens, 'c', delivered_tokens, 'ct', 0) from res)`)}`;
 
 /**
- * Reservations whose process died (older than their lifetime), given back in one statement.
- * Several accounts of a level are locked in id order, all teams before any user, all users
- * before any key: the order every other statement keeps too.
+ * $1 this instance, $2 seconds an instance must have gone unseen, $3 the advisory lock space of
+ * instances. The reservations of instances that are gone: no session holds their lock (it ends
+ * with the process, however it dies) and they have not been seen for $2 seconds (a lost
+ * connection alone does not make a live instance look dead).
+ */
+export const ORPHANS_SQL = `select r.request_id from quota_reservations r
+         left join gateway_instances i on i.id = r.instance_id
+        where r.instance_id is not null and r.instance_id <> $1::uuid
+          and (i.id is null or (i.seen_at < now() - make_interval(secs => $2::double precision) and not exists (
+                 select 1 from pg_locks l
+                  where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+                    and l.database = (select oid from pg_database where datname = current_database())
+                    and l.classid = $3::integer::oid and l.objid = i.lock_key::oid)))
+        order by r.created_at
+        limit 1000`;
+
+/**
+ * $1 this instance, $2 its lock key, $3 host, $4 pid, then the open streams' request ids ($5)
+ * and the completion tokens each has delivered ($6). Says the instance is alive and checkpoints
+ * its streams, in one statement; it registers the instance again if its row was taken away.
+ */
+export const HEARTBEAT_SQL = `with seen as (
+         insert into gateway_instances (id, lock_key, host, pid) values ($1::uuid, $2::integer, $3, $4::integer)
+         on conflict (id) do update set seen_at = now()
+       )
+       update quota_reservations r set delivered_tokens = c.delivered
+         from unnest($5::uuid[], $6::bigint[]) as c(request_id, delivered)
+        where r.request_id = c.request_id and r.instance_id = $1::uuid`;
+
+/**
+ * Reservations of instances from before instances were tracked, older than their lifetime,
+ * given back in one statement. Several accounts of a level are locked in id order, all teams
+ * before any user, all users before any key: the order every other statement keeps too.
  */
 export const REAP_SQL = `with res as (
-         delete from quota_reservations where expires_at < now() returning user_id, team_id, api_key_id, amount
+         delete from quota_reservations where instance_id is null and expires_at < now() returning user_id, team_id, api_key_id, amount
        ), per_team as (
          select team_id, sum(amount) as amount from res where team_id is not null group by team_id
        ), per_user as (

@@ -6,7 +6,9 @@ import type { Logger } from '../logger';
 import { QuotaPeriod } from '../users/user.entity';
 import { periodBounds } from './periods';
 import type { QuotaUsage } from './quota.types';
-import { REAP_SQL, RESERVE_SQL } from './ledger-sql';
+import { ADVISORY_LOCK_KEYS } from '../db/advisory-locks';
+import type { GatewayInstance } from './gateway-instance';
+import { ORPHANS_SQL, REAP_SQL, RESERVE_SQL, SETTLE_ORPHAN_SQL } from './ledger-sql';
 import type { RateLimiter } from './rate-limiter';
 import { MAX_TOKEN_COUNT, Reservation, type ChargeTarget, type LedgerAccess, type PromptCountSource } from './reservation';
 
@@ -123,16 +125,14 @@ export class QuotaService {
     rateLimiter: RateLimiter,
     private readonly clock: Clock,
     private readonly log: Logger,
-    /** How long a reservation may live before the reaper treats its process as dead. */
+    /** How long a reservation of an instance from before instances were tracked lives. */
     reservationTtlSeconds: number,
-    metrics: GatewayMetrics,
+    private readonly metrics: GatewayMetrics,
+    private readonly instance: GatewayInstance,
+    /** How long an instance must be gone before its requests are settled as interrupted. */
+    private readonly orphanAfterMs: number,
   ) {
-    this.ledger = { db, rateLimiter, clock, log, ttlSeconds: reservationTtlSeconds, metrics };
-  }
-
-  /** How often a running stream should extend its reservation. */
-  get extendEveryMs(): number {
-    return (this.ledger.ttlSeconds * 1000) / 3;
+    this.ledger = { db, rateLimiter, clock, log, ttlSeconds: reservationTtlSeconds, metrics, instance };
   }
 
   /** The ledger row of a new user, team or key, written in the transaction that creates it (never lazily: that races). */
@@ -162,6 +162,11 @@ export class QuotaService {
       this.ledger.ttlSeconds,
       request.apiKeyId,
       request.minCompletionTokens,
+      this.instance.id,
+      request.target.model,
+      request.target.interface,
+      request.target.upstream,
+      request.promptCountSource,
     ]);
     if (row === undefined) throw new UnauthenticatedError('The user no longer exists or is disabled.');
     if (!row.key_valid) throw new UnauthenticatedError('The API key is invalid or revoked.');
@@ -189,12 +194,38 @@ export class QuotaService {
     return reservation;
   }
 
-  /** Releases reservations whose process died (older than the request timeout). */
-  async reapExpired(): Promise<number> {
-    const row = await this.db.one<{ reservations: string; users: string }>(REAP_SQL);
-    const reservations = Number(row?.reservations ?? 0);
-    if (reservations > 0) this.log.warn({ reservations, users: Number(row?.users ?? 0) }, 'released reservations left by a stopped process');
-    return reservations;
+  /**
+   * Settles the requests of instances that died: each gets one record charging its prompt and
+   * what its stream had delivered at the last checkpoint (`interrupted`, estimated), the rest is
+   * given back, and its event is announced. Instances reaping at once settle each request once.
+   * Returns how many this call settled. Reservations of instances from before instances were
+   * tracked carry nothing to charge from and are given back once their lifetime is over.
+   */
+  async settleOrphans(): Promise<number> {
+    const legacy = await this.db.one<{ reservations: string }>(REAP_SQL);
+    const released = Number(legacy?.reservations ?? 0);
+    if (released > 0) this.log.warn({ reservations: released }, 'released expired reservations of an instance from before instances were tracked');
+    if (!this.instance.steadyFor(this.orphanAfterMs)) return 0;
+    const orphans = await this.db.query<{ request_id: string }>(ORPHANS_SQL, [this.instance.id, this.orphanAfterMs / 1000, ADVISORY_LOCK_KEYS.instances]);
+    let settled = 0;
+    for (const { request_id: requestId } of orphans) {
+      const row = await this.db.one<{ charged: number | null }>(SETTLE_ORPHAN_SQL, [this.clock.now(), requestId]);
+      if (row?.charged == null) continue;
+      settled += 1;
+      this.log.warn({ requestId, chargedTokens: row.charged }, 'settled a request of an instance that is gone as interrupted');
+    }
+    if (settled > 0) this.metrics.orphansSettled(settled);
+    return settled;
+  }
+
+  /** Forgets instances gone for an hour whose requests are all settled. */
+  async forgetGoneInstances(): Promise<void> {
+    await this.db.query(
+      `delete from gateway_instances i
+        where i.id <> $1::uuid and i.seen_at < now() - interval '1 hour'
+          and not exists (select 1 from quota_reservations r where r.instance_id = i.id)`,
+      [this.instance.id],
+    );
   }
 
   /**

@@ -3,7 +3,8 @@ import type { Database } from '../db/database';
 import type { Logger } from '../logger';
 import type { GatewayMetrics } from '../metrics/metrics';
 import { encodeUnsettled } from '../usage/usage-wire';
-import { EXTEND_SQL, RELEASE_SQL, SETTLE_SQL } from './ledger-sql';
+import type { Checkpointed, GatewayInstance } from './gateway-instance';
+import { RELEASE_SQL, SETTLE_SQL } from './ledger-sql';
 import type { RateLimiter } from './rate-limiter';
 
 /** Largest count a usage record or a GraphQL Int holds; anything above is refused, never wrapped. */
@@ -11,7 +12,8 @@ export const MAX_TOKEN_COUNT = 2_147_483_647;
 
 export type PromptCountSource = 'tokenize' | 'tiktoken';
 export type ChatInterface = 'graphql' | 'openai';
-export type UsageStatus = 'completed' | 'aborted' | 'upstream_error' | 'timeout' | 'cut';
+/** `interrupted` is written only by the statement that settles the requests of an instance that died. */
+export type UsageStatus = 'completed' | 'aborted' | 'upstream_error' | 'timeout' | 'cut' | 'interrupted';
 
 /** What a reservation holds, as the ledger granted it. */
 export interface ReservedBudget {
@@ -63,9 +65,11 @@ export interface LedgerAccess {
   readonly rateLimiter: RateLimiter;
   readonly clock: Clock;
   readonly log: Logger;
-  /** How long a reservation may live before the reaper treats its process as dead. */
+  /** How long the row of a reservation of an instance from before instances were tracked would live. */
   readonly ttlSeconds: number;
   readonly metrics: GatewayMetrics;
+  /** This process: it checkpoints every reservation in flight. */
+  readonly instance: GatewayInstance;
 }
 
 function clampCount(value: number): number {
@@ -77,13 +81,15 @@ function clampCount(value: number): number {
  * `settle` charges what was produced, writes the usage record and announces it; `release`
  * gives everything back. Whichever comes first takes effect; every later call returns its outcome.
  */
-export class Reservation {
+export class Reservation implements Checkpointed {
   private ended: Promise<SettledUsage | null> | null = null;
   /** The server that answers: the one admitted with, or the one a failover moved to. */
   private upstream: string;
   /** Whether the minute's token window holds this reservation (and must be corrected when it ends). */
   private inRateWindow = false;
   readonly startedAt = performance.now();
+  /** Completion tokens delivered to the client so far: what a crash would still charge. */
+  delivered = 0;
 
   constructor(
     readonly budget: ReservedBudget,
@@ -92,6 +98,7 @@ export class Reservation {
   ) {
     this.upstream = target.upstream;
     ledger.metrics.reservationOpened();
+    ledger.instance.track(this);
   }
 
   /** Names the server that answered, for the usage record. */
@@ -101,6 +108,11 @@ export class Reservation {
 
   get requestId(): string {
     return this.budget.requestId;
+  }
+
+  /** Notes what the client has received, for the next checkpoint (never more than was reserved). */
+  deliver(completionTokens: number): void {
+    this.delivered = Math.min(clampCount(completionTokens), this.budget.maxCompletionTokens);
   }
 
   /** Charges `usage` (counts clamped to what a record holds). */
@@ -125,6 +137,7 @@ export class Reservation {
 
   private ending<T>(end: Promise<T>): Promise<T> {
     this.ledger.metrics.reservationEnded();
+    this.ledger.instance.untrack(this);
     return end;
   }
 
@@ -136,11 +149,6 @@ export class Reservation {
   async holdInRateWindow(): Promise<void> {
     await this.ledger.rateLimiter.holdTokens(this.budget.userId, this.budget.amount);
     this.inRateWindow = true;
-  }
-
-  /** Keeps a long-running request's reservation from looking abandoned to the reaper. */
-  async extend(): Promise<void> {
-    if (this.ended === null) await this.ledger.db.query(EXTEND_SQL, [this.ledger.ttlSeconds, this.requestId]);
   }
 
   /**

@@ -7,6 +7,7 @@ import { connectDatabase, migrate, whileHoldingStartLock } from '../db/connect';
 import { startEmbeddedPostgres } from '../db/embedded';
 import { PgNotifications } from '../db/notifications';
 import { createLogger, type Logger } from '../logger';
+import { GatewayInstance } from '../quota/gateway-instance';
 import { startQuotaMaintenance } from '../quota/maintenance';
 import { connectFleet } from '../upstreams/connect';
 import { createServices, type Services } from '../services';
@@ -53,6 +54,7 @@ export function createServer(config: Config, options: ServerOptions = {}): Promi
       },
       (listening) => listening.stop(),
     );
+    const instance = new GatewayInstance(db, notifications, log);
     const services = createServices({
       config,
       log,
@@ -60,6 +62,7 @@ export function createServer(config: Config, options: ServerOptions = {}): Promi
       clock: options.clock ?? systemClock,
       fleet: upstreams.fleet,
       usageBus: new PgUsageBus(notifications),
+      instance,
       serverInfo: { version: VERSION, upstreamBaseUrl: upstreams.fleet.members[0].baseUrl, simulator: upstreams.simulator !== null, environment: config.env },
     });
     const adminBootstrap = await life.step('migrations and first admin', () =>
@@ -70,7 +73,8 @@ export function createServer(config: Config, options: ServerOptions = {}): Promi
     );
     // The dummy hash, made now, so the first unknown-email sign-in costs what the others do.
     await life.step('password hasher', () => services.auth.passwords.verifyDummy('warm-up'));
-    await life.step('quota maintenance', () => startQuotaMaintenance(services.quota, services.rateLimiter, log), (jobs) => jobs.stop());
+    await life.step('instance registration', () => instance.start(), (registered) => registered.stop());
+    await life.step('quota maintenance', async () => startQuotaMaintenance(services.quota, services.rateLimiter, log), (jobs) => jobs.stop());
     await life.step('audit log retention', () => startAuditRetention(services.audit, log), (job) => job.stop());
     const http = await life.step('HTTP and WebSocket', () => startHttp(config, services, notifications, log), (endpoint) => endpoint.stop());
     return { url: http.url, wsUrl: http.wsUrl, origin: http.origin, orm, services, adminBootstrap, stop: () => life.stop() };
