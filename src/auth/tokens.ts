@@ -26,6 +26,9 @@ export function newApiKey(): { secret: string; prefix: string } {
   return { secret, prefix: secret.slice(0, API_KEY_SHOWN_CHARACTERS) };
 }
 
+/** How many verified access tokens are remembered; beyond it the oldest is verified again when it comes back. */
+const VERIFIED_TOKENS_KEPT = 10_000;
+
 /** Signs and verifies access tokens: HS256 only, `exp` required, `iss`/`aud`/`typ` checked. */
 export class AccessTokens {
   /**
@@ -33,6 +36,12 @@ export class AccessTokens {
    * throws) on every sign and verify, a large share of a request's CPU.
    */
   private readonly key: KeyObject;
+  /**
+   * Claims already verified, by token: a token's signature and claims never change, only its
+   * expiry comes, which is checked on every use. Revocation does not live here (it is the
+   * user's tokenVersion, checked against the database's state on every request).
+   */
+  private readonly verified = new Map<string, AccessClaims>();
 
   constructor(private readonly config: Config['jwt']) {
     this.key = createSecretKey(Buffer.from(config.secret, 'utf8'));
@@ -52,6 +61,21 @@ export class AccessTokens {
 
   /** The claims of a valid access token, or null for anything else (forged, expired, wrong type). */
   verify(token: string): AccessClaims | null {
+    const known = this.verified.get(token);
+    if (known !== undefined) {
+      if (known.expiresAt.getTime() > Date.now()) return known;
+      this.verified.delete(token);
+    }
+    const claims = this.verifySignature(token);
+    if (claims !== null) {
+      // The oldest entry makes room: a Map iterates in insertion order.
+      if (this.verified.size >= VERIFIED_TOKENS_KEPT) this.verified.delete(this.verified.keys().next().value as string);
+      this.verified.set(token, claims);
+    }
+    return claims;
+  }
+
+  private verifySignature(token: string): AccessClaims | null {
     let payload: string | jwt.JwtPayload;
     try {
       payload = jwt.verify(token, this.key, {

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import jwt from 'jsonwebtoken';
-import { MeDocument } from '../generated/graphql';
+import { ChangePasswordDocument, MeDocument } from '../generated/graphql';
 import { sql } from '../helpers/database';
 import { TEST_JWT_SECRET, startWithAdmin, type TestGateway } from '../helpers/server';
-import { createUser, onlyError, postGraphQL, type SignedIn } from '../helpers/client';
+import { createUser, onlyError, postGraphQL, strongPassword, type SignedIn } from '../helpers/client';
 import { expectWsRefused } from './support';
 
 const base64url = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url');
@@ -88,6 +88,21 @@ describe('access tokens', () => {
   ])('refuses %s: UNAUTHENTICATED', async (_label, authorization) => {
     const header = authorization === 'TOKEN' ? user.token : authorization;
     onlyError((await meWith(header)).body, 'UNAUTHENTICATED');
+  });
+
+  it('refuses a token it accepted a moment ago once the token has expired, and once its user signs out everywhere', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const shortLived = sign({ ...claimsFor(user.id), exp: now + 2 });
+    expect((await meWith(`Bearer ${shortLived}`)).body.data?.me.id).toBe(user.id);
+    await new Promise((resolve) => setTimeout(resolve, (now + 2) * 1000 - Date.now() + 100));
+    expect(onlyError((await meWith(`Bearer ${shortLived}`)).body, 'UNAUTHENTICATED').message).toMatch(/invalid or expired/);
+
+    // A password change ends every session: the token verified a moment ago is refused at once.
+    const other = await createUser(gateway, admin.token);
+    expect((await meWith(`Bearer ${other.token}`)).body.data?.me.id).toBe(other.id);
+    const changed = await gateway.gql(ChangePasswordDocument, { currentPassword: other.password, newPassword: strongPassword() }, other.token);
+    expect(changed.errors).toBeUndefined();
+    expect(onlyError((await meWith(`Bearer ${other.token}`)).body, 'UNAUTHENTICATED').message).toMatch(/no longer valid/);
   });
 
   it('refuses a valid token once its user is deleted', async () => {
