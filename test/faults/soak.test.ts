@@ -355,7 +355,9 @@ describe('soak: two gateway processes, 50 users, hundreds of concurrent chats at
         },
       );
 
-      const rand = seededRandom(Date.now() % 1_000_000);
+      // Deterministic (mulberry32) from a printed seed, so a failing mix can be replayed.
+      const seed = Date.now() % 1_000_000;
+      const rand = seededRandom(seed);
       const words = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta'];
       const outcomes: Outcome[] = [];
       const memory: MemoryFigures[][] = [];
@@ -432,6 +434,7 @@ describe('soak: two gateway processes, 50 users, hundreds of concurrent chats at
         KINDS.map((kind) => [kind, { ok: ok.filter((o) => o.plan.kind === kind).length, refused: refused.filter((o) => o.plan.kind === kind).length }]),
       );
       const figures = {
+        seed,
         seconds,
         chats: outcomes.length,
         peakInFlightPerRound: peaks,
