@@ -355,8 +355,8 @@ describe('soak: two gateway processes, 50 users, hundreds of concurrent chats at
         },
       );
 
-      // Deterministic (mulberry32) from a printed seed, so a failing mix can be replayed.
-      const seed = Date.now() % 1_000_000;
+      // Deterministic (mulberry32) from a printed seed: SOAK_SEED=<seed> replays a failing mix.
+      const seed = Number(process.env.SOAK_SEED ?? Date.now() % 1_000_000);
       const rand = seededRandom(seed);
       const words = ['alpha', 'beta', 'gamma', 'delta', 'epsilon', 'zeta', 'eta', 'theta'];
       const outcomes: Outcome[] = [];
