@@ -1,12 +1,12 @@
 import { CreateTeamDocument, MyTeamDocument, type CreateTeamInput, type MyTeamQuery } from '../generated/graphql';
-import { dataOf } from '../helpers/client';
+import { dataOf, type GraphQLEndpoint } from '../helpers/client';
 import { sql } from '../helpers/database';
 import type { TestGateway } from '../helpers/server';
 
 let teams = 0;
 
 /** A team no other test uses, created by the admin whose access token is `adminToken`. */
-export async function createTeam(gateway: TestGateway, adminToken: string, input: Partial<CreateTeamInput> = {}): Promise<{ id: string; name: string }> {
+export async function createTeam(gateway: GraphQLEndpoint, adminToken: string, input: Partial<CreateTeamInput> = {}): Promise<{ id: string; name: string }> {
   teams += 1;
   const name = input.name ?? `team-${teams}-${Math.random().toString(36).slice(2, 8)}`;
   const { createTeam: team } = dataOf(await gateway.gql(CreateTeamDocument, { input: { ...input, name } }, adminToken), `createTeam ${name}`);

@@ -17,6 +17,12 @@ import {
 } from '../generated/graphql';
 import type { TestGateway } from './server';
 
+/**
+ * What most helpers below need of a gateway: its GraphQL endpoint. A TestGateway is one; so is
+ * anything else that sends a typed document to a gateway (a gateway process, say).
+ */
+export type GraphQLEndpoint = Pick<TestGateway, 'gql'>;
+
 /** The bootstrap admin of every test gateway (startTestGateway passes it as ADMIN_EMAIL/ADMIN_PASSWORD). */
 export const TEST_ADMIN = { email: 'admin@example.test', password: 'admin-password-123' } as const;
 
@@ -170,7 +176,7 @@ export function strongPassword(): string {
   return `pw-${randomBytes(9).toString('hex')}`;
 }
 
-export async function signIn(gateway: TestGateway, email: string, password: string): Promise<SignedIn> {
+export async function signIn(gateway: GraphQLEndpoint, email: string, password: string): Promise<SignedIn> {
   const { login } = dataOf(await gateway.gql(LoginDocument, { email, password }), `login of ${email}`);
   return { id: login.user.id, email, password, role: login.user.role, token: login.accessToken, refreshToken: login.refreshToken, expiresAt: login.expiresAt };
 }
@@ -190,7 +196,7 @@ export interface NewUser {
 }
 
 /** Creates a user through `createUser` (as the admin whose access token is `adminToken`) and signs them in. */
-export async function createUser(gateway: TestGateway, adminToken: string, user: NewUser = {}): Promise<SignedIn> {
+export async function createUser(gateway: GraphQLEndpoint, adminToken: string, user: NewUser = {}): Promise<SignedIn> {
   const email = user.email ?? uniqueEmail();
   const password = user.password ?? strongPassword();
   dataOf(await gateway.gql(CreateUserDocument, { input: { ...user, email, password } }, adminToken), `createUser ${email}`);
@@ -199,7 +205,7 @@ export async function createUser(gateway: TestGateway, adminToken: string, user:
 
 /** A new API key of the user behind `token`, with a budget of its own when `budget` gives one. */
 export async function createApiKey(
-  gateway: TestGateway,
+  gateway: GraphQLEndpoint,
   token: string,
   name = 'test key',
   budget: { tokenLimit?: number | null; quotaPeriod?: QuotaPeriod } = {},
@@ -209,12 +215,12 @@ export async function createApiKey(
 }
 
 /** `me.usage` of the user behind `token`. */
-export async function usageOf(gateway: TestGateway, token: string): Promise<MyUsageQuery['me']['usage']> {
+export async function usageOf(gateway: GraphQLEndpoint, token: string): Promise<MyUsageQuery['me']['usage']> {
   return dataOf(await gateway.gql(MyUsageDocument, {}, token), 'me.usage').me.usage;
 }
 
 /** One small chat over GraphQL; returns its request id (the ChatCompletion id). */
-export async function chat(gateway: TestGateway, token: string, content = 'Count to three, please.', maxTokens = 5): Promise<string> {
+export async function chat(gateway: GraphQLEndpoint, token: string, content = 'Count to three, please.', maxTokens = 5): Promise<string> {
   return dataOf(await gateway.gql(ChatDocument, { input: { messages: [{ role: 'USER', content }], maxTokens } }, token), 'chat').chat.id;
 }
 
@@ -320,6 +326,6 @@ export class WsClient {
 // The OpenAI-compatible endpoint
 
 /** The official OpenAI SDK pointed at the gateway's /v1: only the base URL and the key change. */
-export function openaiClient(gateway: TestGateway, apiKey: string): OpenAI {
+export function openaiClient(gateway: { readonly server: Pick<TestGateway['server'], 'origin'> }, apiKey: string): OpenAI {
   return new OpenAI({ baseURL: `${gateway.server.origin}/v1`, apiKey, maxRetries: 0, timeout: 15_000 });
 }
