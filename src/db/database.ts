@@ -76,13 +76,37 @@ async function run<Row>(runner: pg.Pool | pg.PoolClient, name: string, text: str
   return result.rows;
 }
 
-/** A pool whose results look like MikroORM's: dates and timestamps as text. */
-export function createPool(databaseUrl: string, max: number, log: Logger): pg.Pool {
+/** How many connections a pool holds, and how long anything on it may wait on the database. */
+export interface PoolLimits {
+  readonly max: number;
+  readonly connectTimeoutMs: number;
+  readonly statementTimeoutMs: number;
+}
+
+/**
+ * The timeouts of every connection the gateway opens on the request path: PostgreSQL cancels a
+ * statement past `statement_timeout`; a server that does not answer at all (cut off, frozen)
+ * is given up on a connect timeout later, when its cancellation would have arrived by then.
+ */
+export function connectionTimeouts(limits: Omit<PoolLimits, 'max'>): { connectionTimeoutMillis: number; statement_timeout: number; query_timeout: number } {
+  return {
+    connectionTimeoutMillis: limits.connectTimeoutMs,
+    statement_timeout: limits.statementTimeoutMs,
+    query_timeout: limits.statementTimeoutMs + limits.connectTimeoutMs,
+  };
+}
+
+/**
+ * A pool whose results look like MikroORM's: dates and timestamps as text. While the database
+ * is away, taking a connection fails within the connect timeout: nothing queues behind it.
+ */
+export function createPool(databaseUrl: string, limits: PoolLimits, log: Logger): pg.Pool {
   const types = new pg.TypeOverrides();
   for (const oid of [1082, 1114, 1184, 1186]) types.setTypeParser(oid, (text: string) => text);
-  const pool = new pg.Pool({ connectionString: databaseUrl, max, types });
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: limits.max, types, ...connectionTimeouts(limits) });
   // An idle connection the server ended (restart, terminated backend) is dropped by the pool;
   // without a listener its 'error' would end the process.
-  pool.on('error', (error) => log.warn({ err: error }, 'an idle database connection was lost'));
+  // Only the reason: pg attaches the whole client to the error, its prepared statements with it.
+  pool.on('error', (error) => log.warn({ code: (error as { code?: unknown }).code, reason: error.message }, 'an idle database connection was lost'));
   return pool;
 }
