@@ -7,6 +7,7 @@ import { QuotaPeriod } from '../users/user.entity';
 import { periodBounds } from './periods';
 import type { QuotaUsage } from './quota.types';
 import { REAP_SQL, RESERVE_SQL } from './ledger-sql';
+import { PendingSettlements } from './pending-settlements';
 import type { RateLimiter } from './rate-limiter';
 import { MAX_TOKEN_COUNT, Reservation, type ChargeTarget, type LedgerAccess, type PromptCountSource } from './reservation';
 
@@ -127,7 +128,12 @@ export class QuotaService {
     reservationTtlSeconds: number,
     metrics: GatewayMetrics,
   ) {
-    this.ledger = { db, rateLimiter, clock, log, ttlSeconds: reservationTtlSeconds, metrics };
+    this.ledger = { db, rateLimiter, clock, log, ttlSeconds: reservationTtlSeconds, metrics, pending: new PendingSettlements(log, metrics) };
+  }
+
+  /** Settlements and releases waiting for the database to answer again. */
+  get pendingSettlements(): PendingSettlements {
+    return this.ledger.pending;
   }
 
   /** How often a running stream should extend its reservation. */
