@@ -72,7 +72,8 @@ async function main(): Promise<void> {
   const postmaster = findPostmaster(path.join(root, 'pg', 'postgres'));
   if (postmaster === null) throw new Error('the embedded PostgreSQL has no postmaster to measure');
   const orm = await MikroORM.init(ormOptions(embedded.url));
-  const pool = createPool(embedded.url, Math.max(...CONCURRENCIES) + 2, log);
+  // Generous bounds: they guard the run against a hang, not a client against a wait.
+  const pool = createPool(embedded.url, { max: Math.max(...CONCURRENCIES) + 2, connectTimeoutMs: 10_000, statementTimeoutMs: 60_000 }, log);
   const notifications = new PgNotifications(embedded.url, log);
   let instance: GatewayInstance | null = null;
   try {

@@ -121,6 +121,19 @@ export class UpstreamError extends DomainError {
 }
 
 /**
+ * The database cannot be reached (refused, cut off, or too slow to answer): the request was
+ * refused before anything was charged or sent to vLLM for an answer. Retrying shortly may work.
+ */
+export class ServiceUnavailableError extends DomainError {
+  readonly code = 'SERVICE_UNAVAILABLE';
+  constructor(message = 'The database cannot be reached right now; nothing was charged. Try again shortly.', options: { cause?: unknown } = {}) {
+    super(message);
+    // What the driver said, for the log; never sent to the client.
+    if (options.cause !== undefined) this.cause = options.cause;
+  }
+}
+
+/**
  * The client left before its answer was ready. Not a DomainError: nobody is there to be told,
  * so it has no code and the APIs drop it without logging it as a failure.
  */

@@ -33,6 +33,8 @@ export interface Services {
   readonly users: UserService;
   readonly teams: TeamService;
   readonly quota: QuotaService;
+  /** This process as the instances sharing the database see it. */
+  readonly instance: GatewayInstance;
   readonly rateLimiter: RateLimiter;
   readonly chatAdmission: ChatAdmission;
   readonly chat: ChatService;
@@ -76,6 +78,7 @@ export function createServices(deps: ServiceDependencies): Services {
     users: new UserService(config, auth, audit, quota, teams, log, db),
     teams,
     quota,
+    instance,
     rateLimiter,
     chatAdmission: new ChatAdmission(config, fleet, promptCounter, quota, rateLimiter, metrics, log),
     chat: new ChatService(config, fleet, promptCounter, log),

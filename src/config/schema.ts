@@ -49,9 +49,25 @@ export const SETTINGS = {
     ormPoolSize: variable({
       name: 'DATABASE_ORM_POOL_SIZE',
       group: 'core',
-      meaning: "connections of the ORM's pool (migrations, entity reads)",
+      meaning: "connections of the ORM's pool (entity reads and writes; migrations take one of their own)",
       schema: integer(1, 1000),
       default: '5',
+    }),
+    /** Bounds every wait for a connection, so that while the database is away a request fails at once instead of queueing. */
+    connectTimeoutMs: variable({
+      name: 'DATABASE_CONNECT_TIMEOUT_MS',
+      group: 'core',
+      meaning: 'longest wait for a database connection (a new one, or a free one of a pool) before the request fails with `SERVICE_UNAVAILABLE`',
+      schema: integer(100, 60_000),
+      default: '2000',
+    }),
+    statementTimeoutMs: variable({
+      name: 'DATABASE_STATEMENT_TIMEOUT_MS',
+      group: 'core',
+      meaning:
+        "longest a statement may run (PostgreSQL's `statement_timeout`; the gateway stops waiting for a silent server one connect timeout later) before the request fails with `SERVICE_UNAVAILABLE`; migrations are not bound by it",
+      schema: integer(100, 3_600_000),
+      default: '10000',
     }),
   },
   dataDir: variable({

@@ -4,7 +4,7 @@ import type { Config } from '../config';
 import type { Logger } from '../logger';
 import { ormOptions } from './orm-options';
 import { ADVISORY_LOCK_KEYS } from './advisory-locks';
-import { createPool, Database } from './database';
+import { connectionTimeouts, createPool, Database } from './database';
 
 export interface DatabaseConnections {
   readonly orm: MikroORM;
@@ -12,10 +12,28 @@ export interface DatabaseConnections {
   close(): Promise<void>;
 }
 
-/** The ORM (entities, migrations) and the statement pool beside it, on one database. */
+/**
+ * The ORM (entities) and the statement pool beside it, on one database, both bounded by the
+ * connect and statement timeouts: while the database is away, a request fails at once.
+ */
 export async function connectDatabase(databaseUrl: string, config: Config, log: Logger): Promise<DatabaseConnections> {
-  const orm = await MikroORM.init(ormOptions(databaseUrl, { pool: { min: 1, max: config.database.ormPoolSize } }));
-  const pool = createPool(databaseUrl, config.database.poolSize, log);
+  const { connectTimeoutMs, statementTimeoutMs } = config.database;
+  const orm = await MikroORM.init(
+    ormOptions(databaseUrl, {
+      pool: { min: 1, max: config.database.ormPoolSize, acquireTimeoutMillis: connectTimeoutMs },
+      driverOptions: {
+        connection: connectionTimeouts({ connectTimeoutMs, statementTimeoutMs }),
+        // knex prints to the console (a lost connection, say); the gateway's log has one form.
+        log: {
+          warn: (message: unknown) => log.warn({ knex: String(message) }, 'ORM connection pool'),
+          error: (message: unknown) => log.error({ knex: String(message) }, 'ORM connection pool'),
+          deprecate: (message: unknown) => log.debug({ knex: String(message) }, 'ORM connection pool'),
+          debug: (message: unknown) => log.debug({ knex: String(message) }, 'ORM connection pool'),
+        },
+      },
+    }),
+  );
+  const pool = createPool(databaseUrl, { max: config.database.poolSize, connectTimeoutMs, statementTimeoutMs }, log);
   return {
     orm,
     db: new Database(pool, orm),
@@ -42,7 +60,16 @@ export async function whileHoldingStartLock<T>(databaseUrl: string, work: () => 
   }
 }
 
-export async function migrate(orm: MikroORM, log: Logger): Promise<void> {
-  const applied = await orm.getMigrator().up();
-  if (applied.length > 0) log.info({ migrations: applied.map((m) => m.name) }, 'migrations applied');
+/**
+ * Applies pending migrations on an ORM of their own, whose connection has no statement timeout:
+ * a migration may rightly run longer than any request's statement.
+ */
+export async function migrate(databaseUrl: string, log: Logger): Promise<void> {
+  const orm = await MikroORM.init(ormOptions(databaseUrl, { pool: { min: 0, max: 1 } }));
+  try {
+    const applied = await orm.getMigrator().up();
+    if (applied.length > 0) log.info({ migrations: applied.map((m) => m.name) }, 'migrations applied');
+  } finally {
+    await orm.close(true);
+  }
 }

@@ -82,15 +82,16 @@ function takeLock(dataDir: string): () => void {
 
 /**
  * Starts (initialising on first use) a real PostgreSQL under `dataDir/postgres`, on a free
- * loopback port, and returns its URL. Data persists across restarts.
+ * loopback port (or on `port`, so that a cluster started again keeps its URL), and returns
+ * its URL. Data persists across restarts.
  */
-export async function startEmbeddedPostgres(dataDir: string, log: Logger): Promise<EmbeddedDatabase> {
+export async function startEmbeddedPostgres(dataDir: string, log: Logger, options: { readonly port?: number } = {}): Promise<EmbeddedDatabase> {
   mkdirSync(dataDir, { recursive: true, mode: 0o755 });
   assertTraversable(path.join(dataDir, 'postgres'));
   const releaseLock = takeLock(dataDir);
   try {
     const clusterDir = path.join(dataDir, 'postgres');
-    const port = await freePort();
+    const port = options.port ?? (await freePort());
     const password = 'gateway-local';
 
     const signalsHooked = ['SIGINT', 'SIGTERM', 'exit', 'beforeExit', 'uncaughtException', 'unhandledRejection'] as const;

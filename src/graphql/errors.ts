@@ -1,6 +1,7 @@
 import { GraphQLError, type GraphQLFormattedError } from 'graphql';
 import type { Config } from '../config';
-import { ClientGoneError, DomainError, type ErrorCode } from '../errors';
+import { isDatabaseUnreachable } from '../db/unreachable';
+import { ClientGoneError, DomainError, ServiceUnavailableError, type ErrorCode } from '../errors';
 import type { Logger } from '../logger';
 
 /** Codes from Apollo and graphql-js that the contract folds into its own. */
@@ -30,9 +31,11 @@ function originalOf(error: unknown): unknown {
   return current;
 }
 
+/** The domain error a resolver threw; the ORM's failure to reach the database (the Database's is one already) too. */
 function domainErrorOf(error: unknown): DomainError | null {
   const original = originalOf(error);
-  return original instanceof DomainError ? original : null;
+  if (original instanceof DomainError) return original;
+  return isDatabaseUnreachable(original) ? new ServiceUnavailableError() : null;
 }
 
 /**
@@ -49,6 +52,7 @@ export function createGraphQLErrorFormatter(config: Pick<Config, 'env'>, log: Lo
 
   return (formatted: GraphQLFormattedError, error: unknown): GraphQLFormattedError => {
     const domain = domainErrorOf(error);
+    if (domain instanceof ServiceUnavailableError) log.warn({ path: formatted.path }, 'database unreachable: answered SERVICE_UNAVAILABLE');
     if (domain !== null && domain.code !== 'INTERNAL_SERVER_ERROR') {
       return {
         message: domain.message,

@@ -33,6 +33,7 @@ export class GatewayMetrics {
   private readonly reservations: Gauge;
   private readonly interrupted: Counter;
   private webSocketCount: () => number = () => 0;
+  private pendingSettlementCount: () => number = () => 0;
 
   constructor(private readonly fleet: Fleet) {
     const registers = [this.registry];
@@ -77,6 +78,15 @@ export class GatewayMetrics {
       registers,
     });
     const countSockets = (): number => this.webSocketCount();
+    const countPendingSettlements = (): number => this.pendingSettlementCount();
+    new Gauge({
+      name: 'gateway_pending_settlements',
+      help: 'Settlements and releases of reservations waiting for the database to answer again.',
+      registers,
+      collect() {
+        this.set(countPendingSettlements());
+      },
+    });
     const fleetStatus = (): ReturnType<Fleet['status']> => this.fleet.status();
     new Gauge({
       name: 'gateway_websocket_connections',
@@ -109,6 +119,11 @@ export class GatewayMetrics {
   /** The open sockets' count, read at each scrape. */
   countWebSocketsWith(count: () => number): void {
     this.webSocketCount = count;
+  }
+
+  /** The count of reservation endings waiting for the database, read at each scrape. */
+  countPendingSettlementsWith(count: () => number): void {
+    this.pendingSettlementCount = count;
   }
 
   modelLabel(model: string | null): string {

@@ -1,4 +1,5 @@
-import { BadUserInputError, DomainError, QuotaExceededError, RateLimitedError, UnauthenticatedError, UpstreamError } from '../errors';
+import { isDatabaseUnreachable } from '../db/unreachable';
+import { BadUserInputError, DomainError, QuotaExceededError, RateLimitedError, ServiceUnavailableError, UnauthenticatedError, UpstreamError } from '../errors';
 
 export interface OpenAIErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
@@ -38,7 +39,11 @@ function secondsUntil(when: Date, now: Date): string {
 /** The one error mapper of the OpenAI-compatible API: the contract's errors in OpenAI's shape and status. */
 export function toOpenAIError(error: unknown, now: Date = new Date()): OpenAIHttpError {
   if (error instanceof OpenAIHttpError) return error;
-  if (!(error instanceof DomainError)) return openAIError(500, 'Internal server error.', 'server_error', null);
+  if (!(error instanceof DomainError)) {
+    // The ORM's failures reach here as the driver reported them (the Database's are domain errors already).
+    if (isDatabaseUnreachable(error)) return toOpenAIError(new ServiceUnavailableError(), now);
+    return openAIError(500, 'Internal server error.', 'server_error', null);
+  }
   const { message } = error;
   if (error instanceof UnauthenticatedError) {
     return error.details.reason === 'USER_DISABLED'

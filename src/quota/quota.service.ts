@@ -9,6 +9,7 @@ import type { QuotaUsage } from './quota.types';
 import { ADVISORY_LOCK_KEYS } from '../db/advisory-locks';
 import type { GatewayInstance } from './gateway-instance';
 import { ORPHANS_SQL, REAP_SQL, RESERVE_SQL, SETTLE_ORPHAN_SQL } from './ledger-sql';
+import { PendingSettlements } from './pending-settlements';
 import type { RateLimiter } from './rate-limiter';
 import { MAX_TOKEN_COUNT, Reservation, type ChargeTarget, type LedgerAccess, type PromptCountSource } from './reservation';
 
@@ -132,7 +133,12 @@ export class QuotaService {
     /** How long an instance must be gone before its requests are settled as interrupted. */
     private readonly orphanAfterMs: number,
   ) {
-    this.ledger = { db, rateLimiter, clock, log, ttlSeconds: reservationTtlSeconds, metrics, instance };
+    this.ledger = { db, rateLimiter, clock, log, ttlSeconds: reservationTtlSeconds, metrics, instance, pending: new PendingSettlements(log, metrics) };
+  }
+
+  /** Settlements and releases waiting for the database to answer again. */
+  get pendingSettlements(): PendingSettlements {
+    return this.ledger.pending;
   }
 
   /** The ledger row of a new user, team or key, written in the transaction that creates it (never lazily: that races). */

@@ -5,6 +5,7 @@ import type { GatewayMetrics } from '../metrics/metrics';
 import { encodeUnsettled } from '../usage/usage-wire';
 import type { Checkpointed, GatewayInstance } from './gateway-instance';
 import { RELEASE_SQL, SETTLE_SQL } from './ledger-sql';
+import type { PendingSettlements } from './pending-settlements';
 import type { RateLimiter } from './rate-limiter';
 
 /** Largest count a usage record or a GraphQL Int holds; anything above is refused, never wrapped. */
@@ -70,6 +71,8 @@ export interface LedgerAccess {
   readonly metrics: GatewayMetrics;
   /** This process: it checkpoints every reservation in flight. */
   readonly instance: GatewayInstance;
+  /** Where an ending that met an unreachable database waits to be tried again. */
+  readonly pending: PendingSettlements;
 }
 
 function clampCount(value: number): number {
@@ -80,6 +83,8 @@ function clampCount(value: number): number {
  * Tokens held for one request in flight, from `QuotaService.reserve`. It ends exactly once:
  * `settle` charges what was produced, writes the usage record and announces it; `release`
  * gives everything back. Whichever comes first takes effect; every later call returns its outcome.
+ * While the database cannot be reached, either resolves with null at once (the client is not
+ * kept waiting) and is applied when the database answers again (see PendingSettlements).
  */
 export class Reservation implements Checkpointed {
   private ended: Promise<SettledUsage | null> | null = null;
@@ -115,23 +120,27 @@ export class Reservation implements Checkpointed {
     this.delivered = Math.min(clampCount(completionTokens), this.budget.maxCompletionTokens);
   }
 
-  /** Charges `usage` (counts clamped to what a record holds). */
+  /**
+   * Charges `usage` (counts clamped to what a record holds). Null: the database cannot be
+   * reached, and the charge waits for it.
+   */
   settle(usage: Usage): Promise<SettledUsage | null> {
     const promptTokens = clampCount(usage.promptTokens);
-    this.ended ??= this.ending(
-      this.charge({
-        ...usage,
-        promptTokens,
-        completionTokens: clampCount(usage.completionTokens),
-        cachedTokens: Math.min(clampCount(usage.cachedTokens), promptTokens),
-      }),
-    );
+    const clamped = {
+      ...usage,
+      promptTokens,
+      completionTokens: clampCount(usage.completionTokens),
+      cachedTokens: Math.min(clampCount(usage.cachedTokens), promptTokens),
+    };
+    // The request's own latency, however long the database keeps its charge waiting.
+    const latencyMs = Math.max(0, Math.min(Math.round(performance.now() - this.startedAt), MAX_TOKEN_COUNT));
+    this.ended ??= this.ending(this.ledger.pending.apply(this.requestId, 'settlement', () => this.charge(clamped, latencyMs)));
     return this.ended;
   }
 
   /** Gives the whole reservation back, unless it has already ended. */
   release(): Promise<SettledUsage | null> {
-    this.ended ??= this.ending(this.giveBack().then(() => null));
+    this.ended ??= this.ending(this.ledger.pending.apply(this.requestId, 'release', () => this.giveBack()).then(() => null));
     return this.ended;
   }
 
@@ -156,7 +165,7 @@ export class Reservation implements Checkpointed {
    * sends its NOTIFY and releases the rest, so a crash leaves either all of it or none, and the event
    * is heard exactly when the record commits.
    */
-  private async charge(usage: Usage): Promise<SettledUsage> {
+  private async charge(usage: Usage, latencyMs: number): Promise<SettledUsage> {
     const { budget, target, ledger } = this;
     const total = usage.promptTokens + usage.completionTokens;
     if (total > MAX_TOKEN_COUNT) throw new RangeError(`totalTokens out of range: ${total}`);
@@ -166,6 +175,7 @@ export class Reservation implements Checkpointed {
         'upstream reported more tokens than were reserved; charging what fits in the limit',
       );
     }
+    // Taken at each attempt: a charge the database took late counts in the period it was applied to, as its record says.
     const now = ledger.clock.now();
     const notice = encodeUnsettled({
       requestId: budget.requestId,
@@ -177,7 +187,6 @@ export class Reservation implements Checkpointed {
       completionTokens: usage.completionTokens,
       cachedTokens: usage.cachedTokens,
     });
-    const latencyMs = Math.max(0, Math.min(Math.round(performance.now() - this.startedAt), MAX_TOKEN_COUNT));
     const row = await ledger.db.one<{ used: string; reserved: string; token_limit: number | null; charged: number | null }>(SETTLE_SQL, [
       now,
       budget.userId,

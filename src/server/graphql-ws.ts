@@ -5,17 +5,19 @@ import { execute, subscribe, type ExecutionArgs, type GraphQLError } from 'graph
 import { useServer } from 'graphql-ws/use/ws';
 import { WebSocketServer } from 'ws';
 import { hookIterator } from '../async-iterator';
+import type { UserAuthState } from '../auth/auth-state-cache';
 import type { Viewer } from '../auth/viewer';
 import type { Config } from '../config';
 import type { GraphQLContext } from '../context';
-import { RateLimitedError, UnauthenticatedError } from '../errors';
+import { isDatabaseUnreachable } from '../db/unreachable';
+import { RateLimitedError, ServiceUnavailableError, UnauthenticatedError } from '../errors';
 import { toGraphQLError } from '../graphql/errors';
 import type { GraphQLPipeline } from '../graphql/pipeline';
 import { requestScope, type Logger } from '../logger';
 import type { Services } from '../services';
 import { GRAPHQL_PATH } from './graphql-http';
 import { clientAddressOf } from './http';
-import { CLOSE_CREDENTIALS_REVOKED, CLOSE_TOO_MANY_CONNECTIONS, SocketRegistry } from './sockets';
+import { CLOSE_CREDENTIALS_REVOKED, CLOSE_SERVICE_UNAVAILABLE, CLOSE_TOO_MANY_CONNECTIONS, SocketRegistry } from './sockets';
 
 export interface GraphQLWebSocket {
   readonly sockets: SocketRegistry;
@@ -46,7 +48,9 @@ export function startGraphQLWebSocket(pipeline: GraphQLPipeline, services: Servi
         let viewer: Viewer;
         try {
           viewer = await services.auth.authenticate(authorizationOf(ctx.connectionParams));
-        } catch {
+        } catch (error) {
+          // Not the credentials' fault: a client may connect again once the database is back.
+          if (isDatabaseUnreachable(error)) ctx.extra.socket.close(CLOSE_SERVICE_UNAVAILABLE, 'Service unavailable');
           return false;
         }
         if (!sockets.register(ctx.extra.socket, viewer)) {
@@ -61,7 +65,14 @@ export function startGraphQLWebSocket(pipeline: GraphQLPipeline, services: Servi
           return [toGraphQLError(new RateLimitedError(`At most ${config.ws.maxSubscriptionsPerSocket} operations at once on one connection.`, 1))];
         }
         const viewer = sockets.viewerOf(ctx.extra.socket);
-        const state = viewer === undefined ? null : await services.auth.currentState(viewer);
+        let state: UserAuthState | null;
+        try {
+          state = viewer === undefined ? null : await services.auth.currentState(viewer);
+        } catch (error) {
+          // The socket stays open: its other operations, and this one tried again later, may still be served.
+          if (isDatabaseUnreachable(error)) return [toGraphQLError(new ServiceUnavailableError())];
+          throw error;
+        }
         if (viewer === undefined || state === null) {
           ctx.extra.socket.close(CLOSE_CREDENTIALS_REVOKED, 'Credentials revoked');
           return [toGraphQLError(new UnauthenticatedError('The credentials of this connection are no longer valid.'))];

@@ -42,7 +42,7 @@ export async function startHttp(config: Config, services: Services, notification
     'request',
     createRouter(
       [
-        ...healthRoutes(services.db, services.fleet),
+        ...healthRoutes(services.db, services.fleet, config.database.connectTimeoutMs),
         ...metricsRoutes(config, services.metrics),
         staticRoute(usagePageSite),
         staticRoute({ prefix: '/graphiql', dir: GRAPHIQL_ASSET_DIR }),

@@ -65,9 +65,18 @@ export function createServer(config: Config, options: ServerOptions = {}): Promi
       instance,
       serverInfo: { version: VERSION, upstreamBaseUrl: upstreams.fleet.members[0].baseUrl, simulator: upstreams.simulator !== null, environment: config.env },
     });
+    // Stopped after HTTP (whose last requests may end while the database is away), before the pools.
+    await life.step(
+      'pending settlements',
+      () => {
+        services.quota.pendingSettlements.followListening(notifications);
+        return services.quota.pendingSettlements;
+      },
+      (pending) => pending.finish(),
+    );
     const adminBootstrap = await life.step('migrations and first admin', () =>
       whileHoldingStartLock(databaseUrl, async () => {
-        if (config.migrateOnStart) await migrate(orm, log);
+        if (config.migrateOnStart) await migrate(databaseUrl, log);
         return services.users.bootstrapAdmin();
       }),
     );

@@ -9,6 +9,8 @@ import type { Logger } from '../logger';
 export const CLOSE_CREDENTIALS_EXPIRED = 4401;
 export const CLOSE_CREDENTIALS_REVOKED = 4403;
 export const CLOSE_TOO_MANY_CONNECTIONS = 4029;
+/** WebSocket's own "Try Again Later": connection_init could not be checked while the database is away. */
+export const CLOSE_SERVICE_UNAVAILABLE = 1013;
 
 interface TrackedSocket {
   readonly socket: WebSocket;

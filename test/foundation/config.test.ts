@@ -117,12 +117,14 @@ describe('loadConfig', () => {
     expect(config).toMatchObject({ port: 4000, host: '0.0.0.0', admin: { password: ' a passphrase ' } });
   });
 
-  it('reads the pool sizes, with their defaults', () => {
-    expect(loadConfig(envWith()).database).toEqual({ poolSize: 20, ormPoolSize: 5 });
-    expect(loadConfig(envWith({ DATABASE_POOL_SIZE: '2', DATABASE_ORM_POOL_SIZE: '1000' })).database).toEqual({
-      poolSize: 2,
-      ormPoolSize: 1000,
-    });
+  it('reads the pool sizes and timeouts, with their defaults', () => {
+    expect(loadConfig(envWith()).database).toEqual({ poolSize: 20, ormPoolSize: 5, connectTimeoutMs: 2000, statementTimeoutMs: 10000 });
+    expect(
+      loadConfig(
+        envWith({ DATABASE_POOL_SIZE: '2', DATABASE_ORM_POOL_SIZE: '1000', DATABASE_CONNECT_TIMEOUT_MS: '500', DATABASE_STATEMENT_TIMEOUT_MS: '60000' }),
+      ).database,
+    ).toEqual({ poolSize: 2, ormPoolSize: 1000, connectTimeoutMs: 500, statementTimeoutMs: 60000 });
+    expect(() => loadConfig(envWith({ DATABASE_CONNECT_TIMEOUT_MS: '0' }))).toThrow(/^DATABASE_CONNECT_TIMEOUT_MS must be between 100 and 60000/);
   });
 
   it('lower-cases ADMIN_EMAIL and counts ADMIN_PASSWORD in characters, not UTF-16 units', () => {
