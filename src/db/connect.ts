@@ -20,7 +20,8 @@ export async function connectDatabase(databaseUrl: string, config: Config, log: 
   const { connectTimeoutMs, statementTimeoutMs } = config.database;
   const orm = await MikroORM.init(
     ormOptions(databaseUrl, {
-      pool: { min: 1, max: config.database.ormPoolSize, acquireTimeoutMillis: connectTimeoutMs },
+      // Waiting for a free connection is load, not an outage: it may take as long as a statement.
+      pool: { min: 1, max: config.database.ormPoolSize, acquireTimeoutMillis: statementTimeoutMs },
       driverOptions: {
         connection: connectionTimeouts({ connectTimeoutMs, statementTimeoutMs }),
         // knex prints to the console (a lost connection, say); the gateway's log has one form.

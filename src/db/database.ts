@@ -113,12 +113,28 @@ export function connectionTimeouts(limits: Omit<PoolLimits, 'max'>): { connectio
 
 /**
  * A pool whose results look like MikroORM's: dates and timestamps as text. While the database
- * is away, taking a connection fails within the connect timeout: nothing queues behind it.
+ * is away, opening a connection fails within the connect timeout. pg-pool applies its own
+ * `connectionTimeoutMillis` to waiting for a free connection too; under load that wait is not an
+ * outage, so it may last as long as a statement, while each new connection keeps the short one.
  */
 export function createPool(databaseUrl: string, limits: PoolLimits, log: Logger): pg.Pool {
   const types = new pg.TypeOverrides();
   for (const oid of [1082, 1114, 1184, 1186]) types.setTypeParser(oid, (text: string) => text);
-  const pool = new pg.Pool({ connectionString: databaseUrl, max: limits.max, types, ...connectionTimeouts(limits) });
+  const timeouts = connectionTimeouts(limits);
+  class BoundedClient extends pg.Client {
+    // pg-pool passes its own options, the longer wait included; @types/pg types the class as taking none.
+    constructor(config: pg.ClientConfig = {}) {
+      super({ ...config, connectionTimeoutMillis: timeouts.connectionTimeoutMillis });
+    }
+  }
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    max: limits.max,
+    types,
+    ...timeouts,
+    connectionTimeoutMillis: limits.statementTimeoutMs,
+    Client: BoundedClient,
+  });
   // An idle connection the server ended (restart, terminated backend) is dropped by the pool;
   // without a listener its 'error' would end the process.
   // Only the reason: pg attaches the whole client to the error, its prepared statements with it.
