@@ -282,7 +282,8 @@ describe('LoRA adapters, per-server API keys and the catalogue from UPSTREAMS_FI
     const listed = await eventually(async () => {
       const { models } = dataOf(await gateway.gql(ModelsDocument, {}, user.token), 'models');
       return models.some((model) => model.id === 'mistral-large') ? models.map((model) => model.id) : undefined;
-    }, 5_000, 'mistral-large in the catalogue');
+      // A refresh that ran while the server was restarting took it out of rotation; its probe (backoff up to 10 s) brings it back.
+    }, 15_000, 'mistral-large in the catalogue');
     expect(listed.sort()).toEqual(['llama-base', 'mistral', 'mistral-large', 'sql-lora']);
     dataOf(await gateway.gql(ChatDocument, { input: { model: 'mistral-large', messages: [{ role: 'USER', content: 'Hi' }], maxTokens: 2 } }, user.token), 'chat mistral-large');
   });
