@@ -146,6 +146,21 @@ export const RESERVE_SQL = `with member as (
 const remainingAfter = (limit: string, used: string, reserved: string): string =>
   `case when ${limit} is null then null else greatest(${limit} - ${used} - ${reserved}, 0) end`;
 
+/** The columns a settlement writes of its usage record. */
+const USAGE_RECORD_COLUMNS = `(request_id, user_id, api_key_id, team_id, model, interface, prompt_tokens, completion_tokens, total_tokens,
+                                    charged_tokens, usage_source, prompt_count_source, status, latency_ms, created_at, upstream, cached_tokens)`;
+
+/** The CTEs `team`, `usr` and `akey` of a settlement: each level's account locked, in order, after the reservation row `res`. */
+function lockLevelsAfterReservation(teamId: string, userId: string, apiKeyId: string): string {
+  return `team as (
+         ${lockTeam(teamId, 'res')}
+       ), usr as (
+         ${lockUser(userId, 'team')}
+       ), akey as (
+         ${lockKey(apiKeyId, 'usr')}
+       )`;
+}
+
 /**
  * The end every settlement shares, after its CTEs `res` (the reservation deleted), `team`,
  * `usr`, `akey` (the accounts locked) and `rec` (the usage record inserted, or nothing when the
@@ -209,16 +224,8 @@ function chargeLevelsAndAnnounce(event: string): string {
  */
 export const SETTLE_SQL = `with res as (
          delete from quota_reservations where request_id = $3::uuid returning amount
-       ), team as (
-         ${lockTeam('$16::uuid', 'res')}
-       ), usr as (
-         ${lockUser('$2::uuid', 'team')}
-       ), akey as (
-         ${lockKey('$4::uuid', 'usr')}
-       ), rec as (
-         insert into usage_records (request_id, user_id, api_key_id, team_id, model, interface, prompt_tokens, completion_tokens,
-                                    total_tokens, charged_tokens, usage_source, prompt_count_source, status, latency_ms, created_at, upstream,
-                                    cached_tokens)
+       ), ${lockLevelsAfterReservation('$16::uuid', '$2::uuid', '$4::uuid')}, rec as (
+         insert into usage_records ${USAGE_RECORD_COLUMNS}
          select $3::uuid, usr.user_id, $4::uuid, team.team_id, $5, $6, $7::bigint, $8::bigint, $9::bigint,
                 least($9::bigint, coalesce((select amount from res), 0) +
                       coalesce(least(${room('team')}, ${room('usr')}, ${room('akey')}), $9::bigint)),
@@ -257,16 +264,8 @@ export const SETTLE_ORPHAN_SQL = `with res as (
           where request_id = (select request_id from quota_reservations where request_id = $2::uuid for update skip locked)
          returning request_id, user_id, team_id, api_key_id, amount, model, interface, upstream, prompt_count_source,
                    prompt_tokens, least(delivered_tokens, greatest(amount - prompt_tokens, 0)) as delivered_tokens, created_at
-       ), team as (
-         ${lockTeam('(select team_id from res)', 'res')}
-       ), usr as (
-         ${lockUser('(select user_id from res)', 'team')}
-       ), akey as (
-         ${lockKey('(select api_key_id from res)', 'usr')}
-       ), rec as (
-         insert into usage_records (request_id, user_id, api_key_id, team_id, model, interface, prompt_tokens, completion_tokens,
-                                    total_tokens, charged_tokens, usage_source, prompt_count_source, status, latency_ms, created_at, upstream,
-                                    cached_tokens)
+       ), ${lockLevelsAfterReservation('(select team_id from res)', '(select user_id from res)', '(select api_key_id from res)')}, rec as (
+         insert into usage_records ${USAGE_RECORD_COLUMNS}
          select res.request_id, usr.user_id, res.api_key_id, team.team_id, res.model, res.interface, res.prompt_tokens, res.delivered_tokens,
                 res.prompt_tokens + res.delivered_tokens, least(res.prompt_tokens + res.delivered_tokens, res.amount),
                 'estimated', res.prompt_count_source, 'interrupted',
