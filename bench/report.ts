@@ -1,5 +1,6 @@
 // The bench's outputs: terminal tables, BENCHMARKS.md and an SVG chart, from one summary.
-import { TARGET_LABEL, type BenchSummary, type GatewayKey, type NonStreamScenario, type ProfileResult } from './types';
+import { BUDGET_LOAD_DESCRIPTION } from './budgets';
+import { TARGET_LABEL, type BenchSummary, type GatewayKey, type Goal, type NonStreamScenario, type ProfileResult } from './types';
 
 function num(value: number | null | undefined, digits = 2): string {
   return value === null || value === undefined || !Number.isFinite(value) ? '–' : value.toFixed(digits);
@@ -29,10 +30,10 @@ function markdownTable(header: string[], rows: string[][], align: ('l' | 'r')[])
   ].join('\n');
 }
 
-function nonStreamRows(summary: BenchSummary): { header: string[]; rows: string[][]; align: ('l' | 'r')[] } {
-  const header = ['upstream', 'conc.', 'target', 'req/s', 'x direct', 'p50 ms', 'p99 ms', 'added p50', 'added p99', 'gateway CPU ms/req', 'simulator CPU ms/req', 'server CPU ms/req', 'client cores', 'requests', 'errors'];
+function nonStreamRows(scenarios: readonly NonStreamScenario[]): { header: string[]; rows: string[][]; align: ('l' | 'r')[] } {
+  const header = ['upstream', 'conc.', 'target', 'req/s', 'x direct', 'p50 ms', 'p99 ms', 'added p50', 'added p99', 'gateway CPU ms/req', 'PostgreSQL CPU ms/req', 'simulator CPU ms/req', 'server CPU ms/req', 'client cores', 'requests', 'errors'];
   const rows: string[][] = [];
-  for (const scenario of summary.nonStream) {
+  for (const scenario of scenarios) {
     for (const r of scenario.results) {
       rows.push([
         `${scenario.upstreamMs} ms`,
@@ -45,6 +46,8 @@ function nonStreamRows(summary: BenchSummary): { header: string[]; rows: string[
         signed(r.addedP50),
         signed(r.addedP99),
         num(r.gatewayCpuMsPerRequest, 2),
+        // Runs from before PostgreSQL was measured apart have no figure.
+        num(r.postgresCpuMsPerRequest as number | undefined, 2),
         num(r.simulatorCpuMsPerRequest, 2),
         num(r.serverCpuMsPerRequest, 2),
         num(r.clientCores, 2),
@@ -53,7 +56,7 @@ function nonStreamRows(summary: BenchSummary): { header: string[]; rows: string[
       ]);
     }
   }
-  return { header, rows, align: ['r', 'r', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'] };
+  return { header, rows, align: ['r', 'r', 'l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r'] };
 }
 
 function streamRows(summary: BenchSummary): { header: string[]; rows: string[][]; align: ('l' | 'r')[] } {
@@ -96,17 +99,20 @@ function headlineRows(summary: BenchSummary): { header: string[]; rows: string[]
 }
 
 function goalRows(summary: BenchSummary): { header: string[]; rows: string[][]; align: ('l' | 'r')[] } {
-  const header = ['target (issue 7)', 'interface', 'upstream', 'ours', 'Portkey (same run)', 'result'];
-  const value = (name: string, v: number | null): string => (v === null ? '–' : name.startsWith('throughput') ? `${num(v)}x` : `${signed(v)} ms`);
+  const header = ['load', 'target (issue 17)', 'interface', 'upstream', 'ours', 'Portkey (same run)', 'result', 'beside it'];
+  const value = (unit: Goal['unit'], v: number | null): string =>
+    v === null ? '–' : unit === 'ratio' ? `${num(v)}x` : unit === 'cpu' ? `${num(v)} ms` : `${signed(v)} ms`;
   const rows = summary.goals.map((goal) => [
+    goal.scenario,
     goal.name,
     goal.target === 'graphql' ? 'GraphQL chat' : 'OpenAI /v1',
     `${goal.upstreamMs} ms`,
-    value(goal.name, goal.value),
-    value(goal.name, goal.portkey),
+    value(goal.unit, goal.value),
+    value(goal.unit, goal.portkey),
     goal.pass === null ? 'not measured' : goal.pass ? 'PASS' : `FAIL (${goal.missBy})`,
+    goal.beside ?? '',
   ]);
-  return { header, rows, align: ['l', 'l', 'r', 'r', 'r', 'l'] };
+  return { header, rows, align: ['l', 'l', 'l', 'r', 'r', 'r', 'l', 'l'] };
 }
 
 function memoryRows(summary: BenchSummary): { header: string[]; rows: string[][]; align: ('l' | 'r')[] } {
@@ -161,7 +167,7 @@ export function renderTables(summary: BenchSummary): string {
     out.push(`Code measured: commit ${summary.code.commit}${summary.code.uncommitted.length === 0 ? '' : ` plus uncommitted ${summary.code.uncommitted.join(', ')}`}`);
   }
   out.push('');
-  const ns = nonStreamRows(summary);
+  const ns = nonStreamRows(summary.nonStream);
   out.push(
     'Non-streaming chat (closed loop; added = target minus direct at the same percentile, ms; gateway CPU = the gateway process alone; server CPU = simulator + PostgreSQL + gateway; client cores = load generator)',
     table(ns.header, ns.rows, ns.align),
@@ -184,11 +190,12 @@ export function renderTables(summary: BenchSummary): string {
       '',
     );
   } else out.push(`Live usage fan-out: FAILED (${summary.fanOutError ?? 'unknown'})`, '');
+  out.push('Budget loads', ...budgetSection(summary, table), '');
   out.push('Fleet', ...fleetSection(summary, table), '');
   const mem = memoryRows(summary);
   out.push('Peak memory (VmHWM)', table(mem.header, mem.rows, mem.align), '');
   const g = goalRows(summary);
-  out.push('Targets from issue 7', table(g.header, g.rows, g.align), '');
+  out.push('Targets from issue 17', table(g.header, g.rows, g.align), '');
   if (summary.profile !== null) {
     const p = summary.profile;
     out.push(
@@ -205,6 +212,18 @@ export function renderTables(summary: BenchSummary): string {
   if (summary.notes.length > 0) out.push('Notes:', ...summary.notes.map((n) => `  - ${n}`), '');
   out.push(`Total run time: ${summary.durationSeconds.toFixed(0)} s`);
   return out.join('\n');
+}
+
+/** The budget loads (bench/budgets.ts): the same side-by-side runs with 64 accounts of finite budgets. */
+function budgetSection(summary: BenchSummary, render: (header: string[], rows: string[][], align: ('l' | 'r')[]) => string): string[] {
+  if (summary.budgetLoads === undefined) return ['Not measured in this run.'];
+  if (summary.budgetLoadError != null) return [`The budget loads failed: ${summary.budgetLoadError}.`];
+  const out: string[] = [];
+  for (const load of summary.budgetLoads) {
+    const rows = nonStreamRows(load.runs);
+    out.push(`${load.label}: ${BUDGET_LOAD_DESCRIPTION[load.kind]}. Load worker *i* sends as account *i* of ${load.users}; direct and Portkey take the same load unauthenticated.`, '', render(rows.header, rows.rows, rows.align), '');
+  }
+  return out;
 }
 
 /** The fleet scenarios (bench/fleet.ts): throughput with one and two upstreams, and routing's CPU with 1 and 20. */
@@ -495,11 +514,15 @@ function observations(summary: BenchSummary): string[] {
   }
   const g64 = pick(20, 64, 'graphql');
   const dir64 = pick(20, 64, 'direct');
+  const portkey64 = pick(20, 64, 'portkey');
   if (g64 !== undefined && dir64 !== undefined && g64.gatewayCpuMsPerRequest !== null && g64.gatewayCpuMsPerRequest > 0) {
+    const needed = portkey64?.throughputRatio == null ? null : 1.5 * portkey64.throughputRatio * dir64.rps;
     out.push(
       `Throughput is CPU-bound: our gateway is one Node.js process, and at ${num(g64.gatewayCpuMsPerRequest)} ms of CPU per GraphQL request (concurrency 64, 20 ms upstream) ` +
-        `one core caps it near ${num(1000 / g64.gatewayCpuMsPerRequest, 0)} requests/s; it served ${num(g64.rps, 0)}. Reaching 95% of the direct ` +
-        `${num(dir64.rps, 0)} requests/s in one process would take at most ${num(1000 / (0.95 * dir64.rps), 2)} ms of CPU per request (PostgreSQL, the simulator and the load generator share the same 2 cores).`,
+        `one core caps it near ${num(1000 / g64.gatewayCpuMsPerRequest, 0)} requests/s; it served ${num(g64.rps, 0)}.` +
+        (needed === null
+          ? ''
+          : ` 1.5× Portkey's ratio to direct is ${num(needed, 0)} requests/s, which one process reaches at ${num(1000 / needed, 2)} ms of CPU per request or less (PostgreSQL, the simulator and the load generator share the same 2 cores).`),
       '',
     );
   }
@@ -544,7 +567,8 @@ export function renderMarkdown(summary: BenchSummary, chartRef = 'bench/chart.sv
     '  `npx @portkey-ai/gateway` runs), headers `x-portkey-provider: openai` and `x-portkey-custom-host: <simulator>/v1`.',
     '- **ours**: `node dist/src/main.js` (compiled JavaScript), `NODE_ENV=production`, `LOG_LEVEL=warn`, on the embedded PostgreSQL. Every request is',
     '  authenticated (a JWT for GraphQL, an API key for `/v1`), has its prompt counted, reserves quota, is settled with one usage',
-    '  record and publishes one `usageUpdated` event. One user with an unlimited quota sends all chat load.',
+    '  record and publishes one `usageUpdated` event. One user with an unlimited quota sends the main chat load; the budget loads',
+    '  (under “Many users, finite budgets”) send it as 64 users with finite quotas, then with key, user and team budgets.',
     '  GraphQL `chat` is an HTTP POST to `/graphql`; `chatStream` runs over graphql-ws, one socket per concurrent stream (two users, as the',
     '  gateway allows 20 sockets per user); `/v1/chat/completions` is our OpenAI-compatible endpoint (JSON and SSE).',
     '- **Load generator**: this bench’s own process (no target runs in it), closed loop: *c* workers each send the next request as',
@@ -554,11 +578,11 @@ export function renderMarkdown(summary: BenchSummary, chartRef = 'bench/chart.sv
     `  a target for ${String(s.roundMs)} ms (streaming: ${String(s.streamRoundMs)} ms). Percentiles are over all rounds’ requests; **added** = target minus direct at the same`,
     '  percentile; throughput = completed requests / time, shown as a ratio to direct. *gateway CPU ms/req*: CPU time of the',
     '  gateway process under test alone (ours or Portkey) per request; *simulator CPU ms/req*: the simulator’s (ours also calls',
-    '  its `/tokenize`). *server CPU ms/req*: CPU time of every',
+    '  its `/tokenize`); *PostgreSQL CPU ms/req*: the postmaster and its backends. *server CPU ms/req*: CPU time of every',
     '  process the bench started except itself (simulator, PostgreSQL, the gateway under test; scheduler run time from /proc/<pid>/task/*/schedstat) per request;',
     '  *client cores*: CPU of the load generator while that target ran (near 1.0 would mean the generator limits the figure).',
     '',
-    '## Targets from issue 7',
+    '## Targets from issue 17',
     '',
   );
   const g = goalRows(summary);
@@ -567,7 +591,7 @@ export function renderMarkdown(summary: BenchSummary, chartRef = 'bench/chart.sv
   const h = headlineRows(summary);
   out.push(markdownTable(h.header, h.rows, h.align), '');
   out.push('## Non-streaming chat', '', `![Added latency per concurrency](${chartRef})`, '');
-  const ns = nonStreamRows(summary);
+  const ns = nonStreamRows(summary.nonStream);
   out.push(markdownTable(ns.header, ns.rows, ns.align), '');
   out.push(...observations(summary));
   out.push('## Streaming', '');
@@ -608,6 +632,8 @@ export function renderMarkdown(summary: BenchSummary, chartRef = 'bench/chart.sv
       '',
     );
   } else out.push(`The fan-out step failed: ${summary.fanOutError ?? 'unknown'}.`, '');
+  out.push('## Many users, finite budgets', '');
+  out.push(...budgetSection(summary, markdownTable), '');
   out.push('## Fleet', '');
   out.push(...fleetSection(summary, markdownTable), '');
   out.push('## Peak memory', '');

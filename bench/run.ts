@@ -21,10 +21,12 @@ import { startEmbeddedPostgres, type EmbeddedDatabase } from '../src/db/embedded
 import { ForeignCpuMonitor, processCpuNs, serverCpuMsSince, serverCpuSnapshot } from './lib/cpu';
 import { GqlWsConnection } from './lib/gql-ws';
 import { closedLoop, gqlStreamOnce, httpOnce, makePool, sseOnce, streamLoop, type HttpTarget, type StreamSample } from './lib/load';
-import { freePort, findPostmaster, killStartedChildren, peakRss, spawnChild, treePss, type Child } from './lib/proc';
+import { freePort, findPostmaster, killStartedChildren, peakRss, processTree, spawnChild, treePss, type Child } from './lib/proc';
 import { summariseProfile } from './lib/profile';
 import { distribution, median, round } from './lib/stats';
+import { BUDGET_LOAD_LABEL, createLoadAccounts, type BudgetLoadKind } from './budgets';
 import { runFleet, type FleetResult } from './fleet';
+import { createApiKey, createUser, login } from './lib/graphql-setup';
 import { renderMarkdown, renderSvg, renderTables } from './report';
 import {
   TARGET_KEYS,
@@ -38,6 +40,7 @@ import {
   type MemoryResult,
   type NonStreamScenario,
   type NonStreamTargetResult,
+  type BudgetLoad,
   type Probes,
   type ProfileResult,
   type StreamScenario,
@@ -81,6 +84,13 @@ const PLAN = QUICK
 const CONCURRENCIES = [1, 8, 32, 64];
 const UPSTREAM_MS = [0, 20];
 const STREAM_CONCURRENCIES = [1, 32];
+/** The runs of each budget load: the ones issue 17's targets are read from. */
+const BUDGET_RUNS = [
+  { upstreamMs: 0, concurrency: 1 },
+  { upstreamMs: 0, concurrency: 32 },
+  { upstreamMs: 20, concurrency: 64 },
+];
+const BUDGET_LOADS: BudgetLoadKind[] = ['finite-users', 'three-levels'];
 const STREAM_TTFT_MS = 20;
 const STREAM_ITL_MS = 10;
 const STREAM_TOKENS = 8;
@@ -200,38 +210,6 @@ async function startPortkey(port: number): Promise<Child> {
   return proc;
 }
 
-// ---------------------------------------------------------------- GraphQL setup calls
-
-async function gql<T>(url: string, query: string, variables: Record<string, unknown>, token?: string): Promise<T> {
-  const response = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
-    body: JSON.stringify({ query, variables }),
-  });
-  const body = (await response.json()) as { data?: T; errors?: unknown };
-  if (body.errors !== undefined || body.data === undefined) throw new Error(`GraphQL call failed: ${JSON.stringify(body.errors ?? body)}`);
-  return body.data;
-}
-
-async function login(url: string, email: string, password: string): Promise<string> {
-  const data = await gql<{ login: { accessToken: string } }>(
-    url,
-    'mutation ($email: String!, $password: String!) { login(email: $email, password: $password) { accessToken } }',
-    { email, password },
-  );
-  return data.login.accessToken;
-}
-
-async function createUser(url: string, adminToken: string, email: string, role: 'USER' | 'ADMIN'): Promise<string> {
-  await gql(
-    url,
-    'mutation ($input: CreateUserInput!) { createUser(input: $input) { id } }',
-    { input: { email, password: USER_PASSWORD, role, tokenLimit: null } },
-    adminToken,
-  );
-  return login(url, email, USER_PASSWORD);
-}
-
 // ---------------------------------------------------------------- targets
 
 interface Targets {
@@ -241,9 +219,21 @@ interface Targets {
   /** The process that serves each gateway target, for its own CPU time. */
   pids: Map<TargetKey, number>;
   simulatorPid: number;
+  /** The postmaster, whose tree (it and its backends) is PostgreSQL's CPU. */
+  postgresPid: number | null;
 }
 
-function buildTargets(model: string, sim: Simulator, gateway: Gateway, portkeyOrigin: string | null, token: string, apiKey: string): Targets {
+/** What a load worker sends to a target: by default the same request from every worker. */
+type TargetOf = (key: TargetKey, worker: number) => HttpTarget;
+
+function treeCpuNs(pid: number | null): number {
+  if (pid === null) return 0;
+  let total = 0;
+  for (const member of processTree(pid)) total += processCpuNs(member) ?? 0;
+  return total;
+}
+
+function buildTargets(model: string, sim: Simulator, gateway: Gateway, portkeyOrigin: string | null, token: string, apiKey: string, postgresPid: number | null): Targets {
   const openaiBody = (stream: boolean): string =>
     JSON.stringify({
       model,
@@ -297,7 +287,7 @@ function buildTargets(model: string, sim: Simulator, gateway: Gateway, portkeyOr
     }),
     accept: graphqlAccept,
   });
-  return { http, sse, pools, pids: new Map(), simulatorPid: sim.child.pid ?? -1 };
+  return { http, sse, pools, pids: new Map(), simulatorPid: sim.child.pid ?? -1, postgresPid };
 }
 
 function rotate<T>(items: readonly T[], by: number): T[] {
@@ -312,11 +302,12 @@ async function runNonStream(
   targets: Targets,
   upstreamMs: number,
   concurrency: number,
+  targetOf: TargetOf = (key) => targets.http.get(key) as HttpTarget,
 ): Promise<NonStreamScenario> {
   await sim.setLatency(upstreamMs, 0);
   const keys = TARGET_KEYS.filter((key) => targets.http.has(key));
   const begin = performance.now();
-  for (const key of keys) await closedLoop(concurrency, PLAN.warmMs, () => httpOnce(targets.http.get(key) as HttpTarget));
+  for (const key of keys) await closedLoop(concurrency, PLAN.warmMs, (worker) => httpOnce(targetOf(key, worker)));
   const acc = new Map<
     TargetKey,
     {
@@ -327,25 +318,28 @@ async function runNonStream(
       serverMs: number;
       gatewayMs: number;
       simulatorMs: number;
+      postgresMs: number;
       clientMs: number;
       rounds: { rps: number; p50: number; errors: number }[];
     }
   >();
-  for (const key of keys) acc.set(key, { latencies: [], errors: 0, firstError: null, elapsedMs: 0, serverMs: 0, gatewayMs: 0, simulatorMs: 0, clientMs: 0, rounds: [] });
+  for (const key of keys) acc.set(key, { latencies: [], errors: 0, firstError: null, elapsedMs: 0, serverMs: 0, gatewayMs: 0, simulatorMs: 0, postgresMs: 0, clientMs: 0, rounds: [] });
   for (let r = 0; r < PLAN.rounds; r++) {
     for (const key of rotate(keys, r)) {
       const server0 = serverCpuSnapshot();
       const pid = targets.pids.get(key);
       const gateway0 = pid === undefined ? null : processCpuNs(pid);
       const simulator0 = processCpuNs(targets.simulatorPid);
+      const postgres0 = treeCpuNs(targets.postgresPid);
       const client0 = process.cpuUsage();
-      const result = await closedLoop(concurrency, PLAN.roundMs, () => httpOnce(targets.http.get(key) as HttpTarget));
+      const result = await closedLoop(concurrency, PLAN.roundMs, (worker) => httpOnce(targetOf(key, worker)));
       const client = process.cpuUsage(client0);
       const into = acc.get(key);
       if (into === undefined) continue;
       into.serverMs += serverCpuMsSince(server0);
       if (pid !== undefined && gateway0 !== null) into.gatewayMs += ((processCpuNs(pid) ?? gateway0) - gateway0) / 1e6;
       if (simulator0 !== null) into.simulatorMs += ((processCpuNs(targets.simulatorPid) ?? simulator0) - simulator0) / 1e6;
+      into.postgresMs += Math.max(0, treeCpuNs(targets.postgresPid) - postgres0) / 1e6;
       into.clientMs += (client.user + client.system) / 1000;
       for (const latency of result.latencies) into.latencies.push(latency);
       into.errors += result.errors;
@@ -369,6 +363,7 @@ async function runNonStream(
       serverCpuMsPerRequest: into.serverMs / Math.max(1, into.latencies.length),
       gatewayCpuMsPerRequest: targets.pids.has(key) ? into.gatewayMs / Math.max(1, into.latencies.length) : null,
       simulatorCpuMsPerRequest: into.simulatorMs / Math.max(1, into.latencies.length),
+      postgresCpuMsPerRequest: into.postgresMs / Math.max(1, into.latencies.length),
       clientCores: into.clientMs / Math.max(1, into.elapsedMs),
       rounds: into.rounds,
     };
@@ -468,7 +463,7 @@ async function runFanOut(gateway: Gateway, adminToken: string, chat: HttpTarget)
   const runId = randomBytes(3).toString('hex');
   for (let i = 0; i < adminCount; i += 4) {
     const batch = Array.from({ length: Math.min(4, adminCount - i) }, (_, j) =>
-      createUser(gateway.url, adminToken, `watcher-${runId}-${i + j}@bench.test`, 'ADMIN'),
+      createUser(gateway.url, adminToken, { email: `watcher-${runId}-${i + j}@bench.test`, password: USER_PASSWORD, role: 'ADMIN' }),
     );
     adminTokens.push(...(await Promise.all(batch)));
   }
@@ -684,47 +679,67 @@ async function runProfile(env: Record<string, string>, databaseUrl: string, prof
 
 // ---------------------------------------------------------------- goals
 
-function goals(nonStream: NonStreamScenario[]): Goal[] {
-  const find = (upstreamMs: number, concurrency: number, target: TargetKey): NonStreamTargetResult | undefined =>
-    nonStream.find((s) => s.upstreamMs === upstreamMs && s.concurrency === concurrency)?.results.find((r) => r.target === target);
+/**
+ * Issue 17's targets for one load scenario, each against Portkey's figure in the same run
+ * (Portkey's from the main scenario when the scenario ran without it).
+ */
+function goals(scenario: string, nonStream: NonStreamScenario[], portkeyFrom: NonStreamScenario[] = nonStream): Goal[] {
+  const find = (runs: NonStreamScenario[], upstreamMs: number, concurrency: number, target: TargetKey): NonStreamTargetResult | undefined =>
+    runs.find((s) => s.upstreamMs === upstreamMs && s.concurrency === concurrency)?.results.find((r) => r.target === target);
+  const portkey = (upstreamMs: number, concurrency: number): NonStreamTargetResult | undefined =>
+    find(nonStream, upstreamMs, concurrency, 'portkey') ?? find(portkeyFrom, upstreamMs, concurrency, 'portkey');
+  const atMost = (value: number | null, limit: number | null, unit: string): Pick<Goal, 'pass' | 'missBy'> =>
+    value === null || limit === null
+      ? { pass: null, missBy: '' }
+      : { pass: value <= limit, missBy: value <= limit ? '' : `${(value - limit).toFixed(2)}${unit} over` };
   const out: Goal[] = [];
   for (const target of ['graphql', 'openai'] as GatewayKey[]) {
-    for (const upstreamMs of UPSTREAM_MS) {
-      const here = find(upstreamMs, 1, target)?.addedP50 ?? null;
-      out.push({
-        name: 'added p50 at concurrency 1 < 1.5 ms',
-        target,
-        upstreamMs,
-        value: here,
-        limit: '< 1.5 ms',
-        pass: here === null ? null : here < 1.5,
-        missBy: here === null || here < 1.5 ? '' : `${(here - 1.5).toFixed(2)} ms over`,
-        portkey: find(upstreamMs, 1, 'portkey')?.addedP50 ?? null,
-      });
-    }
-    for (const upstreamMs of UPSTREAM_MS) {
-      const here = find(upstreamMs, 32, target)?.addedP99 ?? null;
-      out.push({
-        name: 'added p99 at concurrency 32 < 5 ms',
-        target,
-        upstreamMs,
-        value: here,
-        limit: '< 5 ms',
-        pass: here === null ? null : here < 5,
-        missBy: here === null || here < 5 ? '' : `${(here - 5).toFixed(2)} ms over`,
-        portkey: find(upstreamMs, 32, 'portkey')?.addedP99 ?? null,
-      });
-    }
-    const ratio = find(20, 64, target)?.throughputRatio ?? null;
+    const c1 = find(nonStream, 0, 1, target);
+    const portkeyC1 = portkey(0, 1);
+    const added = c1?.addedP50 ?? null;
     out.push({
-      name: 'throughput at concurrency 64, 20 ms upstream >= 95% of direct',
+      scenario,
+      name: "added p50 at concurrency 1 <= Portkey's",
+      target,
+      upstreamMs: 0,
+      value: added,
+      portkey: portkeyC1?.addedP50 ?? null,
+      unit: 'ms',
+      beside: added === null ? null : `aim 1.0 ms: ${added <= 1 ? 'met' : `${(added - 1).toFixed(2)} ms over`}`,
+      ...atMost(added, portkeyC1?.addedP50 ?? null, ' ms'),
+    });
+    const cpuLimit = target === 'graphql' ? 1.0 : 0.8;
+    const cpu = c1?.gatewayCpuMsPerRequest ?? null;
+    out.push({
+      scenario,
+      name: `gateway CPU per request at concurrency 1 <= ${cpuLimit.toFixed(1)} ms`,
+      target,
+      upstreamMs: 0,
+      value: cpu,
+      portkey: portkeyC1?.gatewayCpuMsPerRequest ?? null,
+      unit: 'cpu',
+      beside: c1 === undefined ? null : `PostgreSQL ${c1.postgresCpuMsPerRequest.toFixed(2)} ms, simulator ${c1.simulatorCpuMsPerRequest.toFixed(2)} ms`,
+      ...atMost(cpu, cpuLimit, ' ms'),
+    });
+    for (const upstreamMs of [...new Set(nonStream.filter((s) => s.concurrency === 32).map((s) => s.upstreamMs))]) {
+      const p99 = find(nonStream, upstreamMs, 32, target)?.addedP99 ?? null;
+      const limit = portkey(upstreamMs, 32)?.addedP99 ?? null;
+      out.push({ scenario, name: "added p99 at concurrency 32 <= Portkey's", target, upstreamMs, value: p99, portkey: limit, unit: 'ms', beside: null, ...atMost(p99, limit, ' ms') });
+    }
+    const ratio = find(nonStream, 20, 64, target)?.throughputRatio ?? null;
+    const portkeyRatio = portkey(20, 64)?.throughputRatio ?? null;
+    const needed = portkeyRatio === null ? null : 1.5 * portkeyRatio;
+    out.push({
+      scenario,
+      name: "throughput at concurrency 64, 20 ms upstream >= 1.5x Portkey's ratio",
       target,
       upstreamMs: 20,
       value: ratio,
-      limit: '>= 0.95',
-      pass: ratio === null ? null : ratio >= 0.95,
-      missBy: ratio === null || ratio >= 0.95 ? '' : `${((0.95 - ratio) * 100).toFixed(1)} points short`,
-      portkey: find(20, 64, 'portkey')?.throughputRatio ?? null,
+      portkey: portkeyRatio,
+      unit: 'ratio',
+      beside: needed === null ? null : `needs ${needed.toFixed(2)}x direct`,
+      pass: ratio === null || needed === null ? null : ratio >= needed,
+      missBy: ratio === null || needed === null || ratio >= needed ? '' : `${(needed - ratio).toFixed(2)} short`,
     });
   }
   return out;
@@ -866,14 +881,12 @@ async function main(): Promise<void> {
     say('creating the load users and an API key through GraphQL…');
     const adminToken = await login(gateway.url, ADMIN.email, ADMIN.password);
     const tokens = [
-      await createUser(gateway.url, adminToken, 'load-1@bench.test', 'USER'),
-      await createUser(gateway.url, adminToken, 'load-2@bench.test', 'USER'),
+      await createUser(gateway.url, adminToken, { email: 'load-1@bench.test', password: USER_PASSWORD, role: 'USER' }),
+      await createUser(gateway.url, adminToken, { email: 'load-2@bench.test', password: USER_PASSWORD, role: 'USER' }),
     ];
-    const apiKey = (
-      await gql<{ createApiKey: { secret: string } }>(gateway.url, 'mutation { createApiKey(name: "bench") { secret } }', {}, tokens[0])
-    ).createApiKey.secret;
+    const apiKey = await createApiKey(gateway.url, tokens[0] as string, 'bench');
 
-    const targets = buildTargets(model, sim, gateway, portkeyOrigin, tokens[0] as string, apiKey);
+    const targets = buildTargets(model, sim, gateway, portkeyOrigin, tokens[0] as string, apiKey, postmaster);
     targets.pids.set('graphql', gateway.proc.pid);
     targets.pids.set('openai', gateway.proc.pid);
     if (portkey !== null) targets.pids.set('portkey', portkey.pid);
@@ -928,7 +941,7 @@ async function main(): Promise<void> {
     for (const target of targets.http.values()) await closedLoop(8, PLAN.globalWarmMs, () => httpOnce(target));
     for (const target of targets.sse.values()) await streamLoop(4, PLAN.globalWarmMs / 2, () => sseOnce(target));
 
-    const scenarioCount = UPSTREAM_MS.length * CONCURRENCIES.length + STREAM_CONCURRENCIES.length + 4;
+    const scenarioCount = UPSTREAM_MS.length * CONCURRENCIES.length + STREAM_CONCURRENCIES.length + BUDGET_LOADS.length * BUDGET_RUNS.length + 4;
     let scenarioIndex = 0;
     const progress = (text: string): void => {
       scenarioIndex += 1;
@@ -961,6 +974,32 @@ async function main(): Promise<void> {
       );
     }
     await Promise.all(streamSockets.map((socket) => socket.close()));
+
+    const budgetLoads: BudgetLoad[] = [];
+    let budgetLoadError: string | null = null;
+    try {
+      for (const kind of BUDGET_LOADS) {
+        const accounts = await createLoadAccounts(gateway.url, adminToken, kind, randomBytes(3).toString('hex'), USER_PASSWORD);
+        const as = (base: HttpTarget, secret: string): HttpTarget => ({ ...base, headers: { ...base.headers, authorization: `Bearer ${secret}` } });
+        const graphqlTargets = accounts.map((account) => as(targets.http.get('graphql') as HttpTarget, account.token));
+        const openaiTargets = accounts.map((account) => as(targets.http.get('openai') as HttpTarget, account.apiKey));
+        const targetOf: TargetOf = (key, worker) =>
+          (key === 'graphql' ? graphqlTargets[worker % graphqlTargets.length] : key === 'openai' ? openaiTargets[worker % openaiTargets.length] : targets.http.get(key)) as HttpTarget;
+        const runs: NonStreamScenario[] = [];
+        for (const { upstreamMs, concurrency } of BUDGET_RUNS) {
+          const scenario = await runNonStream(sim, targets, upstreamMs, concurrency, targetOf);
+          runs.push(scenario);
+          const parts = scenario.results
+            .filter((r) => r.target !== 'direct')
+            .map((r) => `${r.target} +${fmt(r.addedP50)}/+${fmt(r.addedP99)} ms ${fmt(r.throughputRatio)}x${r.errors > 0 ? ` ERR ${r.errors} (${r.firstError ?? ''})` : ''}`);
+          progress(`${BUDGET_LOAD_LABEL[kind]}: upstream ${upstreamMs} ms c=${concurrency}: ${parts.join(' | ')}`);
+        }
+        budgetLoads.push({ kind, label: BUDGET_LOAD_LABEL[kind], users: accounts.length, runs });
+      }
+    } catch (error) {
+      budgetLoadError = error instanceof Error ? error.message : String(error);
+      progress(`budget loads FAILED: ${budgetLoadError}`);
+    }
 
     const memory: MemoryResult[] = [
       { target: 'graphql', label: 'our gateway (node dist/src/main.js)', peakBeforeFanOut: peakRss(gateway.proc.pid), peakEnd: null, note: 'one process serves GraphQL, graphql-ws and /v1' },
@@ -1072,7 +1111,9 @@ async function main(): Promise<void> {
       profileError,
       fleet,
       fleetError,
-      goals: goals(nonStream),
+      goals: [goals('one unlimited user', nonStream), ...budgetLoads.map((load) => goals(load.label, load.runs, nonStream))].flat(),
+      budgetLoads,
+      budgetLoadError,
       foreignCoresBefore,
       foreignCpu: monitor.stop(),
     };
