@@ -409,9 +409,9 @@ function analysis(summary: BenchSummary): string[] {
     candidates.push({
       weight: us(upstream) + (summary.probes?.tokenizeP50 ?? 0) * 1000,
       text:
-        `Upstream client: ≈ ${num(us(upstream), 0)} µs of CPU per request (${num(upstream, 0)}%: undici, the openai SDK ${num(share('openai'), 0)}% and Node’s built-in fetch ` +
-        `${num(share('node:deps/undici'), 0)}% with its web streams) plus the \`/tokenize\` round trip (${num((summary.probes?.tokenizeP50 ?? 0) * 1000, 0)} µs measured directly). ` +
-        (share('openai') > 1 ? 'The chat call goes through the openai SDK over fetch: undici’s `request()` straight to vLLM skips both layers. ' : '') +
+        `Upstream client: ≈ ${num(us(upstream), 0)} µs of CPU per request (${num(upstream, 0)}%: undici, and the openai SDK ${num(share('openai'), 0)}% ` +
+        `on undici’s \`request()\` through a lean fetch, not Node’s fetch and its web streams) plus the \`/tokenize\` round trip (${num((summary.probes?.tokenizeP50 ?? 0) * 1000, 0)} µs measured directly). ` +
+        (share('openai') > 1 ? 'What the SDK still costs is building the request and parsing SSE and JSON: reading vLLM’s answer straight from `request()` would skip it, along with the SDK’s error classes. ' : '') +
         'Counting the prompt locally where an estimate is enough to reserve would save the `/tokenize` hop (settle charges what vLLM reports anyway).',
     });
     const database = share('pg', 'pg-protocol', 'pg-pool', '@mikro-orm/', 'knex');

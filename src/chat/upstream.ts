@@ -3,6 +3,7 @@ import type { ChatCompletionCreateParamsStreaming } from 'openai/resources/chat/
 import type { Stream } from 'openai/streaming';
 import { Agent, request } from 'undici';
 import type { Logger } from '../logger';
+import { undiciFetch } from './undici-fetch';
 
 export interface UpstreamModel {
   readonly id: string;
@@ -55,8 +56,8 @@ const DEFAULT_MAX_MODEL_LEN = 4096;
 type VllmStreamOptions = ChatCompletionCreateParamsStreaming['stream_options'] & { continuous_usage_stats?: boolean };
 
 /**
- * The one client of vLLM: the openai SDK on one keep-alive connection pool, no automatic
- * retries (a retried chat would be generated, and paid for, twice), a timeout on every call.
+ * The one client of vLLM: the openai SDK on undici's request() over one keep-alive connection
+ * pool, no automatic retries (a retried chat would be generated, and paid for, twice), a timeout on every call.
  */
 export class Upstream {
   readonly client: OpenAI;
@@ -73,7 +74,7 @@ export class Upstream {
       apiKey: options.apiKey ?? 'none',
       timeout: options.timeoutMs,
       maxRetries: 0,
-      fetchOptions: { dispatcher: this.agent },
+      fetch: undiciFetch(this.agent),
     });
     // vLLM serves /tokenize beside /v1, at the server's root.
     this.origin = options.baseUrl.replace(/\/v1\/?$/, '');
