@@ -7,6 +7,7 @@ import { Migration20261203000001_budgets } from './Migration20261203000001_budge
 import { Migration20261215000001_audit_log } from './Migration20261215000001_audit_log';
 import { Migration20261216000001_cached_tokens } from './Migration20261216000001_cached_tokens';
 import { Migration20261220000001_crash_safety } from './Migration20261220000001_crash_safety';
+import { Migration20261228000001_prompt_bounds } from './Migration20261228000001_prompt_bounds';
 
 /** Every migration, in order. Listed explicitly so the compiled app and the tests run the same set. */
 export const migrationsList: MigrationObject[] = [
@@ -18,4 +19,5 @@ export const migrationsList: MigrationObject[] = [
   { name: 'Migration20261215000001_audit_log', class: Migration20261215000001_audit_log },
   { name: 'Migration20261216000001_cached_tokens', class: Migration20261216000001_cached_tokens },
   { name: 'Migration20261220000001_crash_safety', class: Migration20261220000001_crash_safety },
+  { name: 'Migration20261228000001_prompt_bounds', class: Migration20261228000001_prompt_bounds },
 ];

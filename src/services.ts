@@ -5,6 +5,7 @@ import { PasswordHasher } from './auth/passwords';
 import { ChatAdmission } from './chat/chat-admission';
 import { ChatService } from './chat/chat.service';
 import { PromptCounter } from './chat/prompt-counter';
+import { PromptBounds } from './chat/prompt-bound';
 import type { Clock } from './clock';
 import type { Config } from './config';
 import type { Database } from './db/database';
@@ -80,7 +81,7 @@ export function createServices(deps: ServiceDependencies): Services {
     quota,
     instance,
     rateLimiter,
-    chatAdmission: new ChatAdmission(config, fleet, promptCounter, quota, rateLimiter, metrics, log),
+    chatAdmission: new ChatAdmission(config, fleet, promptCounter, new PromptBounds(log), quota, rateLimiter, metrics, log),
     chat: new ChatService(config, fleet, promptCounter, log),
     fleet,
     usageBus,

@@ -1,14 +1,15 @@
 import { randomUUID } from 'node:crypto';
 import type { Viewer } from '../auth/viewer';
 import type { Config } from '../config';
-import { BadUserInputError, UpstreamError } from '../errors';
+import { BadUserInputError, QuotaExceededError, UpstreamError } from '../errors';
 import type { Logger } from '../logger';
 import { ChatObservation, outcomeOf, type GatewayMetrics } from '../metrics/metrics';
 import type { QuotaService } from '../quota/quota.service';
 import type { RateLimiter } from '../quota/rate-limiter';
-import { MAX_TOKEN_COUNT, type ChatInterface, type Reservation } from '../quota/reservation';
+import { MAX_TOKEN_COUNT, type ChatInterface, type PromptCountSource, type Reservation } from '../quota/reservation';
 import { upstreamParams, validateChatRequest, type ChatRequest, type UpstreamChatParams } from './chat-request';
 import type { Model } from './chat.types';
+import { boundInputsOf, type BoundInputs, type PromptBounds } from './prompt-bound';
 import type { PromptCount, PromptCounter } from './prompt-counter';
 import { upstreamPromptParams, validatePromptRequest, type PromptRequest, type UpstreamPromptParams } from './prompt-request';
 import { UpstreamLease, type Fleet, type UpstreamMember } from '../upstreams/fleet';
@@ -29,6 +30,31 @@ export interface MeteredCall<TParams extends { readonly model: string }> {
   readonly sessionKey: string | null;
   /** Sequences vLLM generates (n, for each prompt); the completion budget is shared out among them. */
   readonly choices: number;
+  readonly prompt: AdmittedPrompt;
+}
+
+/** The prompt as admission reserved it, for the settlement: counted, or only bounded. */
+export interface AdmittedPrompt {
+  /**
+   * What to charge for the prompt when vLLM reports none: the count it was reserved with, or
+   * when that was a bound, an exact count made now (the bound itself if that fails, so that the
+   * user is over- rather than undercharged).
+   */
+  unreported(): Promise<number>;
+  /** vLLM's prompt_tokens for the request, which checks the bound it was reserved with. */
+  reported(promptTokens: number): void;
+}
+
+/** A prompt reserved with its count: that is what it is charged when vLLM reports none. */
+function countedPrompt(tokens: number): AdmittedPrompt {
+  return { unreported: () => Promise.resolve(tokens), reported: () => undefined };
+}
+
+/** The prompt of a reservation: its count, or its bound (`source` 'bound'). */
+interface ReservedPrompt {
+  readonly tokens: number;
+  readonly longest: number;
+  readonly source: PromptCountSource;
 }
 
 /** One chat request with its reservation: what `ChatService.complete` and `stream` run. */
@@ -53,6 +79,7 @@ export class ChatAdmission {
     private readonly config: Config,
     private readonly fleet: Fleet,
     private readonly promptCounter: PromptCounter,
+    private readonly promptBounds: PromptBounds,
     private readonly quota: QuotaService,
     private readonly rateLimiter: RateLimiter,
     private readonly metrics: GatewayMetrics,
@@ -99,16 +126,75 @@ export class ChatAdmission {
     const params = upstreamParams(model.id, request);
     const sessionKey = this.sessionKeyOf(viewer, request.sessionId);
     const budget = { maxTokens: request.maxTokens, choices: request.choices ?? 1 };
+    // Without maxTokens the completion is capped to context - prompt: the exact count decides it.
+    const inputs = this.config.vllm.promptCount === 'bound' && request.maxTokens !== null ? boundInputsOf(params) : null;
+    if (inputs !== null) {
+      const bounded = await this.admitByBound(viewer, iface, model, params, inputs, sessionKey, observation, budget);
+      if (bounded !== null) return bounded;
+    }
     const { upstream, prompt } = await observation.waitingOnUpstream(() =>
       this.countPrompt(model.id, sessionKey, (client) => this.promptCounter.countChat(client, params)),
     );
+    if (inputs !== null && prompt.source === 'tokenize') {
+      this.promptBounds.observe(model.id, inputs, prompt.tokens);
+      this.promptBounds.calibrate(model.id, upstream.member.client);
+    }
     try {
       const reservation = await this.reserveFor(viewer, iface, model, prompt, upstream.member, budget, 'messages');
-      return { viewer, params, upstream, sessionKey, observation, choices: budget.choices, reservation };
+      return { viewer, params, upstream, sessionKey, observation, choices: budget.choices, reservation, prompt: countedPrompt(reservation.budget.promptTokens) };
     } catch (error) {
       upstream.end();
       throw error;
     }
+  }
+
+  /**
+   * Admission without counting the prompt: its bound is reserved when the model is calibrated,
+   * the bound and maxTokens fit the context, and the quota has room for them. Null when the
+   * prompt must be counted: then a request that fits by its exact count is still admitted.
+   * A quota's refusal of the bound writes nothing (the ledger reserves at every level or none).
+   */
+  private async admitByBound(
+    viewer: Viewer,
+    iface: ChatInterface,
+    model: UpstreamModel,
+    params: UpstreamChatParams,
+    inputs: BoundInputs,
+    sessionKey: string | null,
+    observation: ChatObservation,
+    budget: CompletionBudget,
+  ): Promise<MeteredChat | null> {
+    const bound = this.promptBounds.bound(model.id, inputs);
+    // The bound fits the context, so the exact count does too; beyond it, the exact count must decide.
+    if (bound === null || budget.maxTokens === null || bound + budget.maxTokens > model.maxModelLen) return null;
+    const upstream = new UpstreamLease(this.firstUpstream(model.id, sessionKey));
+    try {
+      const reservation = await this.reserveFor(viewer, iface, model, { tokens: bound, longest: bound, source: 'bound' }, upstream.member, budget, 'messages');
+      return { viewer, params, upstream, sessionKey, observation, choices: budget.choices, reservation, prompt: this.boundedPrompt(model.id, params, inputs, upstream, bound) };
+    } catch (error) {
+      upstream.end();
+      // The token window's refusal is not retried: it refuses by what the minute spent before, whatever this request holds.
+      if (error instanceof QuotaExceededError) return null;
+      throw error;
+    }
+  }
+
+  /** A prompt reserved by its bound: counted exactly only when vLLM reports none; what vLLM reports checks the bound. */
+  private boundedPrompt(model: string, params: UpstreamChatParams, inputs: BoundInputs, upstream: UpstreamLease, bound: number): AdmittedPrompt {
+    return {
+      unreported: async () => {
+        try {
+          const exact = await this.promptCounter.countChat(upstream.member.client, params);
+          if (exact.source !== 'tokenize') return bound;
+          this.promptBounds.observe(model, inputs, exact.tokens);
+          return exact.tokens;
+        } catch (error) {
+          this.log.warn({ err: error, model }, 'could not count a prompt vLLM reported nothing for: charging its bound');
+          return bound;
+        }
+      },
+      reported: (promptTokens) => this.promptBounds.observe(model, inputs, promptTokens),
+    };
   }
 
   private async admitPrompts(viewer: Viewer, request: PromptRequest, iface: ChatInterface, observation: ChatObservation): Promise<MeteredPrompt> {
@@ -126,7 +212,17 @@ export class ChatAdmission {
     );
     try {
       const reservation = await this.reserveFor(viewer, iface, model, prompt, upstream.member, budget, generates ? 'prompt' : 'input');
-      return { endpoint: request.endpoint, viewer, params, upstream, sessionKey, observation, choices: budget.choices, reservation };
+      return {
+        endpoint: request.endpoint,
+        viewer,
+        params,
+        upstream,
+        sessionKey,
+        observation,
+        choices: budget.choices,
+        reservation,
+        prompt: countedPrompt(reservation.budget.promptTokens),
+      };
     } catch (error) {
       upstream.end();
       throw error;
@@ -153,7 +249,7 @@ export class ChatAdmission {
     viewer: Viewer,
     iface: ChatInterface,
     model: UpstreamModel,
-    prompt: PromptCount,
+    prompt: ReservedPrompt,
     upstream: UpstreamMember,
     budget: CompletionBudget,
     promptField: 'messages' | 'prompt' | 'input',
@@ -196,9 +292,7 @@ export class ChatAdmission {
     count: (client: Upstream) => Promise<PromptCount>,
   ): Promise<{ upstream: UpstreamLease; prompt: PromptCount }> {
     const tried = new Set<UpstreamMember>();
-    const first = this.fleet.pick(model, tried, sessionKey);
-    if (first === null) throw new UpstreamError(`No upstream serving ${model} is reachable right now.`, { unavailable: true });
-    const lease = new UpstreamLease(first);
+    const lease = new UpstreamLease(this.firstUpstream(model, sessionKey));
     for (;;) {
       const upstream = lease.member;
       tried.add(upstream);
@@ -215,6 +309,12 @@ export class ChatAdmission {
         lease.moveTo(next);
       }
     }
+  }
+
+  private firstUpstream(model: string, sessionKey: string | null): UpstreamMember {
+    const first = this.fleet.pick(model, new Set(), sessionKey);
+    if (first === null) throw new UpstreamError(`No upstream serving ${model} is reachable right now.`, { unavailable: true });
+    return first;
   }
 
   private async upstreamModels(): Promise<UpstreamModel[]> {

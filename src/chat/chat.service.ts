@@ -4,7 +4,7 @@ import type { CreateEmbeddingResponse } from 'openai/resources/embeddings';
 import { hookIterator } from '../async-iterator';
 import type { Config } from '../config';
 import type { Logger } from '../logger';
-import type { SettledUsage } from '../quota/reservation';
+import type { SettledUsage, Usage } from '../quota/reservation';
 import type { MeteredCall, MeteredChat, MeteredPrompt } from './chat-admission';
 import type { TokenCount } from './chat.types';
 import type { PromptCounter } from './prompt-counter';
@@ -110,7 +110,7 @@ export class ChatService {
           return response;
         } catch (error) {
           if (clientGone?.aborted === true) {
-            const { promptTokens } = reservation.budget;
+            const promptTokens = await metered.prompt.unreported();
             await reservation.settle({ promptTokens, completionTokens: 0, cachedTokens: 0, usageSource: 'estimated', status: 'aborted' });
             throw new ClientGoneError();
           }
@@ -121,7 +121,8 @@ export class ChatService {
         }
       });
       const reported = readUsage(response.usage);
-      const promptTokens = reported?.prompt ?? reservation.budget.promptTokens;
+      if (reported !== null) metered.prompt.reported(reported.prompt);
+      const promptTokens = reported?.prompt ?? (await metered.prompt.unreported());
       const completionTokens = reported?.completion ?? generatedTexts(response).reduce((sum, text) => sum + this.promptCounter.countText(text), 0);
       const cachedTokens = reported?.cached ?? 0;
       await reservation.settle({ promptTokens, completionTokens, cachedTokens, usageSource: reported === null ? 'estimated' : 'reported', status: 'completed' });
@@ -250,15 +251,27 @@ export class ChatService {
       // generated so far is charged, once.
       attempt.abort();
       if (ending !== 'finished') {
-        const usage = meter.usage(ending);
+        const usage = await this.streamUsage(metered, meter, ending);
         await (usage === null ? reservation.release() : reservation.settle(usage));
       }
     }
     if (ending === 'timeout' || ending === 'upstream_error') throw this.failure(metered.upstream.member, failure, ending === 'timeout');
     if (ending === 'client_gone') return;
-    const usage = meter.usage('finished');
+    const usage = await this.streamUsage(metered, meter, 'finished');
     const charged = usage === null ? null : await reservation.settle(usage);
     yield { kind: 'end', finishReason: meter.finishReason, usage: meter.tokens, charged };
+  }
+
+  /**
+   * What to charge for a stream that ended this way (null: nothing, release it), its prompt as
+   * vLLM reported it, or else as admission reserved it (counted exactly now if that was a bound).
+   */
+  private async streamUsage(metered: MeteredCall<{ readonly model: string }>, meter: StreamMeter, ending: StreamEnding): Promise<Usage | null> {
+    if (meter.usage(ending) === null) return null;
+    const reported = meter.reportedPrompt;
+    if (reported === null) meter.promptCounted(await metered.prompt.unreported());
+    else metered.prompt.reported(reported);
+    return meter.usage(ending);
   }
 
   /**

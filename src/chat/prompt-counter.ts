@@ -19,7 +19,7 @@ const TEMPLATE_TOKENS_PER_PROMPT = 3;
  * The fields of a chat call that vLLM's chat template renders, all of which /tokenize takes:
  * given the same, it counts what the chat call will report as prompt_tokens.
  */
-const TEMPLATE_FIELDS = [
+export const TEMPLATE_FIELDS = [
   'messages',
   'tools',
   'chat_template',

@@ -68,14 +68,29 @@ interface ChoiceCount {
 export class StreamMeter {
   private readonly choices = new Map<number, ChoiceCount>();
   private final: { prompt: number; completion: number; cached: number | null } | null = null;
+  /** vLLM's prompt count, from the first chunk that carried usage. */
   private prompt: number | null = null;
+  /** What the prompt is charged when vLLM reports none: the reserved count, or a count made since. */
+  private unreportedPrompt: number;
   private cached: number | null = null;
   /** The finish reason of choice 0. */
   finishReason: string | null = null;
   /** The upstream produced past max_tokens and the gateway stopped it. */
   cut = false;
 
-  constructor(private readonly budget: ReservedBudget) {}
+  constructor(private readonly budget: ReservedBudget) {
+    this.unreportedPrompt = budget.promptTokens;
+  }
+
+  /** vLLM's prompt count, or null when no chunk carried usage. */
+  get reportedPrompt(): number | null {
+    return this.prompt;
+  }
+
+  /** The prompt's exact count, for a stream vLLM reported none for whose reservation held only a bound of it. */
+  promptCounted(tokens: number): void {
+    this.unreportedPrompt = tokens;
+  }
 
   /** Takes one upstream chunk into account; returns choice 0's content delta ('' for none). */
   observe(chunk: AnswerChunk): string {
@@ -123,7 +138,7 @@ export class StreamMeter {
   }
 
   get tokens(): TokenCount {
-    const prompt = this.prompt ?? this.budget.promptTokens;
+    const prompt = this.prompt ?? this.unreportedPrompt;
     return { promptTokens: prompt, completionTokens: this.generated, totalTokens: prompt + this.generated, cachedTokens: this.cached ?? 0 };
   }
 
@@ -132,7 +147,7 @@ export class StreamMeter {
     if (ending !== 'finished' && this.generated === 0) return null;
     const status = this.cut ? 'cut' : ending === 'finished' ? 'completed' : ending === 'client_gone' ? 'aborted' : ending;
     return {
-      promptTokens: this.prompt ?? this.budget.promptTokens,
+      promptTokens: this.prompt ?? this.unreportedPrompt,
       completionTokens: this.generated,
       cachedTokens: this.cached ?? 0,
       usageSource: this.reported ? 'reported' : 'estimated',

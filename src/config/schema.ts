@@ -129,6 +129,15 @@ export const SETTINGS = {
       schema: decimal(0, 10),
       default: '0.1',
     }),
+    /** `exact` for operators who want every reservation to hold a counted prompt, at the cost of a /tokenize call each. */
+    promptCount: variable({
+      name: 'PROMPT_COUNT',
+      group: 'core',
+      meaning:
+        "`bound`: a plain-text chat with `max_tokens` reserves an upper bound of its prompt (UTF-8 bytes + the template's overhead, probed per model with `/tokenize`) and is counted with `/tokenize` only when the bound would not fit the quota or the context; `exact`: every prompt is counted with `/tokenize` first. Either way the charge is what vLLM reports",
+      schema: oneOf(['bound', 'exact'] as const),
+      default: 'bound',
+    }),
   },
   fleet: {
     healthIntervalMs: variable({

@@ -11,7 +11,11 @@ import type { RateLimiter } from './rate-limiter';
 /** Largest count a usage record or a GraphQL Int holds; anything above is refused, never wrapped. */
 export const MAX_TOKEN_COUNT = 2_147_483_647;
 
-export type PromptCountSource = 'tokenize' | 'tiktoken';
+/**
+ * How the reserved prompt was counted: by vLLM's /tokenize, by tiktoken (an upstream without
+ * it), or `bound`: an upper bound reserved instead of a count (see PromptBounds).
+ */
+export type PromptCountSource = 'tokenize' | 'tiktoken' | 'bound';
 export type ChatInterface = 'graphql' | 'openai';
 /** `interrupted` is written only by the statement that settles the requests of an instance that died. */
 export type UsageStatus = 'completed' | 'aborted' | 'upstream_error' | 'timeout' | 'cut' | 'interrupted';

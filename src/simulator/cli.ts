@@ -1,13 +1,13 @@
 // node dist/src/simulator/cli.js --port 8000 --model a --model b --lora adapter --ttft-ms 50 --itl-ms 10 \
 //   --jitter-ms 2 --max-model-len 4096 --api-key KEY [--host 127.0.0.1] [--no-tokenize] \
-//   [--reasoning-model NAME]... [--embedding-model NAME]... [--no-auto-tool-choice] [--enable-prompt-tokens-details]
+//   [--reasoning-model NAME]... [--tagged-content-model NAME]... [--embedding-model NAME]... [--no-auto-tool-choice] [--enable-prompt-tokens-details]
 import { parseArgs } from 'node:util';
 
 import { startSimulator, type SimulatorOptions } from './index';
 
 const USAGE =
   'usage: cli.js [--host 127.0.0.1] [--port 8000] [--model NAME]... [--max-model-len 4096] ' +
-  '[--ttft-ms 0] [--itl-ms 0] [--jitter-ms 0] [--api-key KEY] [--no-tokenize] [--reasoning-model NAME]... ' +
+  '[--ttft-ms 0] [--itl-ms 0] [--jitter-ms 0] [--api-key KEY] [--no-tokenize] [--reasoning-model NAME]... [--tagged-content-model NAME]... ' +
   '[--embedding-model NAME]... [--no-auto-tool-choice] [--enable-prompt-tokens-details]';
 
 function nonNegativeInteger(name: string, value: string | undefined): number | undefined {
@@ -32,6 +32,7 @@ function parseOptions(argv: string[]): SimulatorOptions {
       'api-key': { type: 'string' },
       'no-tokenize': { type: 'boolean' },
       'reasoning-model': { type: 'string', multiple: true },
+      'tagged-content-model': { type: 'string', multiple: true },
       'embedding-model': { type: 'string', multiple: true },
       'no-auto-tool-choice': { type: 'boolean' },
       'enable-prompt-tokens-details': { type: 'boolean' },
@@ -49,6 +50,7 @@ function parseOptions(argv: string[]): SimulatorOptions {
     apiKey: values['api-key'],
     tokenizeEndpoint: values['no-tokenize'] !== true,
     reasoningModels: values['reasoning-model'],
+    taggedContentModels: values['tagged-content-model'],
     embeddingModels: values['embedding-model'],
     autoToolChoice: values['no-auto-tool-choice'] !== true,
     enablePromptTokensDetails: values['enable-prompt-tokens-details'] === true,

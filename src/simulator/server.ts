@@ -40,6 +40,11 @@ export interface SimulatorOptions {
   reasoningModels?: string[];
   /** Embedding models (pooling engines): they serve /v1/embeddings and nothing that generates. */
   embeddingModels?: string[];
+  /**
+   * Models (servers of their own) whose chat template wraps each non-empty content in
+   * <content>…</content>: a template larger than a count of empty turns shows.
+   */
+  taggedContentModels?: string[];
   maxModelLen?: number;
   /** When set, /v1/* needs `Authorization: Bearer <apiKey>`. */
   apiKey?: string;
@@ -245,6 +250,7 @@ class VllmSimulator implements Simulator {
   private readonly models: readonly string[];
   private readonly loras: readonly string[];
   private readonly reasoningModels: readonly string[];
+  private readonly taggedContentModels: readonly string[];
   private readonly embeddingModels: readonly string[];
   private readonly maxModelLen: number;
   private readonly apiKeyHash: Buffer | null;
@@ -259,6 +265,7 @@ class VllmSimulator implements Simulator {
     this.models = options.models !== undefined && options.models.length > 0 ? [...options.models] : ['sim-llama-3-8b'];
     this.loras = options.loras ?? [];
     this.reasoningModels = options.reasoningModels ?? [];
+    this.taggedContentModels = options.taggedContentModels ?? [];
     this.embeddingModels = options.embeddingModels ?? [];
     this.maxModelLen = options.maxModelLen ?? 4096;
     this.apiKeyHash = options.apiKey === undefined ? null : sha256(options.apiKey);
@@ -429,8 +436,8 @@ class VllmSimulator implements Simulator {
         ...this.models.map((id) => card(id, base, null, this.maxModelLen)),
         // vLLM's show_available_models: a LoRA card's root is the adapter's path and its max_model_len null.
         ...this.loras.map((id) => card(id, `/adapters/${id}`, base, null)),
-        // Reasoning and embedding models stand for servers of their own.
-        ...[...this.reasoningModels, ...this.embeddingModels].map((id) => card(id, id, null, this.maxModelLen)),
+        // Reasoning, tagged-content and embedding models stand for servers of their own.
+        ...[...this.reasoningModels, ...this.taggedContentModels, ...this.embeddingModels].map((id) => card(id, id, null, this.maxModelLen)),
       ],
     };
   }
@@ -459,7 +466,7 @@ class VllmSimulator implements Simulator {
   }
 
   private serves(model: string): boolean {
-    return [this.models, this.loras, this.reasoningModels, this.embeddingModels].some((names) => names.includes(model));
+    return [this.models, this.loras, this.reasoningModels, this.taggedContentModels, this.embeddingModels].some((names) => names.includes(model));
   }
 
   private resolveFaults(req: IncomingMessage, fromModel: FaultPlan): FaultPlan {
@@ -484,14 +491,16 @@ class VllmSimulator implements Simulator {
   }
 
   /**
-   * The prompt as the template renders it; `thinkingSkipped`: a reasoning model told not to
+   * The prompt as `name`'s template renders it; `thinkingSkipped`: a reasoning model told not to
    * think closes its generation prompt with an empty think block.
    */
   private chatPrompt(
+    name: string | null,
     params: { turns: ChatTurn[]; tools: { json: string }[]; addGenerationPrompt: boolean; continueFinalMessage: boolean; addSpecialTokens: boolean },
     thinkingSkipped: boolean,
   ): ChatPrompt {
     return {
+      tagsContent: name !== null && this.taggedContentModels.includes(name),
       turns: params.turns,
       tools: params.tools.map((tool) => tool.json),
       addGenerationPrompt: params.addGenerationPrompt,
@@ -508,7 +517,7 @@ class VllmSimulator implements Simulator {
     if (params.kind === 'chat') {
       // /tokenize takes no reasoning_effort: only the kwargs can turn thinking off here.
       const thinkingSkipped = this.engineOf(name) === 'reason' && params.chatTemplateKwargs['enable_thinking'] === false;
-      tokens = tokenizeChat(this.chatPrompt(params, thinkingSkipped));
+      tokens = tokenizeChat(this.chatPrompt(name, params, thinkingSkipped));
     } else {
       tokens = tokenizePrompt(params.prompt, params.addSpecialTokens);
     }
@@ -532,7 +541,7 @@ class VllmSimulator implements Simulator {
     // vLLM's build_chat_params: reasoning_effort "none" turns thinking off unless the kwargs say otherwise.
     const enableThinking = params.chatTemplateKwargs['enable_thinking'];
     const thinks = reasoning && (enableThinking === undefined ? params.reasoningEffort !== 'none' : enableThinking !== false);
-    const prompt = tokenizeChat(this.chatPrompt(params, reasoning && !thinks));
+    const prompt = tokenizeChat(this.chatPrompt(name, params, reasoning && !thinks));
     const promptTokens = prompt.ids.length;
     checkContextLength(promptTokens, params.requestedMaxTokens, this.maxModelLen);
     const maxTokens = params.requestedMaxTokens ?? this.maxModelLen - promptTokens;

@@ -14,6 +14,8 @@
 // - a reasoning model's template told not to think (`enable_thinking: false`) closes the
 //   generation prompt with an empty <think></think> (2 more tokens), as Qwen3's does.
 // - `continue_final_message` leaves the last turn open (no <|eot_id|>, no generation prompt).
+// - a template that tags content (`taggedContentModels`) wraps each non-empty content in
+//   <content>…</content>: 2 tokens a turn that a count of empty turns never shows.
 
 const PIECE_PATTERN = /[\p{L}\p{N}_]+|[^\s\p{L}\p{N}_]/gu;
 /** A token with the whitespace before it: how generated text is released, piece by piece. */
@@ -29,6 +31,8 @@ export const SPECIAL_TOKENS = {
   toolCallEnd: { id: 128011, text: '</tool_call>' },
   thinkStart: { id: 128012, text: '<think>' },
   thinkEnd: { id: 128013, text: '</think>' },
+  contentStart: { id: 128014, text: '<content>' },
+  contentEnd: { id: 128015, text: '</content>' },
 } as const;
 
 type SpecialToken = (typeof SPECIAL_TOKENS)[keyof typeof SPECIAL_TOKENS];
@@ -53,6 +57,8 @@ export interface ChatPrompt {
   addSpecialTokens: boolean;
   /** A reasoning model told not to think: the generation prompt ends with an empty think block. */
   thinkingSkipped: boolean;
+  /** The template wraps each non-empty content in <content>…</content>. */
+  tagsContent: boolean;
 }
 
 export interface TokenizedText {
@@ -143,7 +149,10 @@ export function tokenizeChat(prompt: ChatPrompt): TokenizedText {
   }
   prompt.turns.forEach((turn, index) => {
     appendHeader(turn.role, result);
+    const tagged = prompt.tagsContent && turn.content !== '';
+    if (tagged) appendSpecial(SPECIAL_TOKENS.contentStart, result);
     appendText(turn.content, result);
+    if (tagged) appendSpecial(SPECIAL_TOKENS.contentEnd, result);
     for (const call of turn.toolCalls) {
       appendSpecial(SPECIAL_TOKENS.toolCallStart, result);
       appendText(toolCallText(call.name, call.arguments), result);

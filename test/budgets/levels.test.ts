@@ -26,8 +26,9 @@ describe('budgets at three levels', () => {
   const clock: Clock = { now: () => fixed ?? new Date() };
 
   beforeAll(async () => {
-    // Judges a gone instance at once, so a test can hand a reservation to one and settle it.
-    ({ gateway, admin: { token: admin } } = await startWithAdmin({ clock, env: { ORPHAN_SETTLE_AFTER_MS: '0' } }));
+    // Judges a gone instance at once, so a test can hand a reservation to one and settle it; an
+    // orphan is charged its reserved prompt, which these figures expect to be the exact count.
+    ({ gateway, admin: { token: admin } } = await startWithAdmin({ clock, env: { ORPHAN_SETTLE_AFTER_MS: '0', PROMPT_COUNT: 'exact' } }));
   });
   afterEach(() => {
     fixed = null;

@@ -93,6 +93,7 @@ describe('loadConfig', () => {
     ['MIGRATE_ON_START', 'ture'],
     ['NODE_ENV', 'staging'],
     ['LOG_LEVEL', 'loud'],
+    ['PROMPT_COUNT', 'estimate'],
     ['DATABASE_POOL_SIZE', '1'],
     ['DATABASE_POOL_SIZE', '1001'],
     ['DATABASE_ORM_POOL_SIZE', '0'],

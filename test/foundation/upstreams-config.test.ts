@@ -55,7 +55,7 @@ describe('upstreams from VLLM_BASE_URL', () => {
   it('are none when nothing is configured: the simulator runs', () => {
     const config = load({});
     expect(config.upstreams).toEqual([]);
-    expect(config.vllm).toEqual({ timeoutMs: 120_000, tiktokenMargin: 0.1 });
+    expect(config.vllm).toEqual({ timeoutMs: 120_000, tiktokenMargin: 0.1, promptCount: 'bound' });
   });
 
   it('is one upstream for one URL, its trailing slashes removed, with VLLM_API_KEY', () => {

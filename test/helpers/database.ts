@@ -44,7 +44,7 @@ export interface UsageRecordRow extends Record<string, unknown> {
   cached_tokens: number;
   charged_tokens: number;
   usage_source: 'reported' | 'estimated';
-  prompt_count_source: 'tokenize' | 'tiktoken';
+  prompt_count_source: 'tokenize' | 'tiktoken' | 'bound';
   status: string;
   created_at: Date;
 }
