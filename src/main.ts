@@ -1,11 +1,24 @@
+import cluster from 'node:cluster';
 import { ConfigError, loadConfig, type Config } from './config';
 import { DataDirError } from './db/embedded';
-import { createLogger } from './logger';
+import { createLogger, type Logger } from './logger';
 import { createServer } from './server';
+import { printBanner } from './server/banner';
+import { stopOnSignals } from './server/signals';
+import { runPrimary } from './workers/primary';
+import { runWorker } from './workers/worker';
 
 function fail(message: string, exitCode: number): never {
   process.stderr.write(`vllm-gateway: ${message}\n`);
   process.exit(exitCode);
+}
+
+/** WORKERS=1: the whole gateway in this one process, as if there were no cluster at all. */
+async function runSingle(config: Config, log: Logger): Promise<void> {
+  const server = await createServer(config, { log });
+  log.info({ url: server.url, simulator: server.services.serverInfo.simulator }, 'gateway listening');
+  printBanner({ version: server.services.serverInfo.version, url: server.url, wsUrl: server.wsUrl, workers: 1, adminBootstrap: server.adminBootstrap });
+  stopOnSignals(() => server.stop(), log);
 }
 
 async function main(): Promise<void> {
@@ -16,51 +29,16 @@ async function main(): Promise<void> {
     if (error instanceof ConfigError) fail(`configuration error: ${error.message}`, 2);
     throw error;
   }
-  const log = createLogger(config);
-
-  let server;
+  const root = createLogger(config);
   try {
-    server = await createServer(config, { log });
+    if (config.workers === 1) await runSingle(config, root);
+    else if (cluster.isPrimary) await runPrimary(config, root.child({ primary: true, pid: process.pid }));
+    else await runWorker(config, root.child({ worker: cluster.worker?.id, pid: process.pid }));
   } catch (error) {
     if (error instanceof DataDirError) fail(error.message, 1);
-    log.fatal({ err: error }, 'start failed');
+    root.fatal({ err: error }, 'start failed');
     fail(`start failed: ${error instanceof Error ? error.message : String(error)}`, 1);
   }
-  const running = server;
-  log.info({ url: running.url, simulator: running.services.serverInfo.simulator }, 'gateway listening');
-  process.stdout.write(`\nvLLM gateway ${running.services.serverInfo.version} is up.\n  GraphiQL:  ${running.url}\n  WebSocket: ${running.wsUrl}\n\n`);
-
-  if (running.adminBootstrap?.generatedPassword != null) {
-    process.stdout.write(
-      `  First admin created: ${running.adminBootstrap.email}\n` +
-        `  Password (shown this once, change it with changePassword): ${running.adminBootstrap.generatedPassword}\n\n`,
-    );
-  }
-
-  let stoppingSince: number | null = null;
-  const stop = (signal: NodeJS.Signals): void => {
-    if (stoppingSince !== null) {
-      // Ctrl-C under `npm start` arrives twice at once (from the terminal and forwarded by
-      // npm); only a later, deliberate second signal skips the drain.
-      if (Date.now() - stoppingSince < 2000) return;
-      log.warn({ signal }, 'second signal: exiting without waiting');
-      process.exit(1);
-    }
-    stoppingSince = Date.now();
-    log.info({ signal }, 'stopping: draining in-flight requests');
-    running.stop().then(
-      () => {
-        log.info('stopped');
-        process.exit(0);
-      },
-      (error: unknown) => {
-        log.error({ err: error }, 'error while stopping');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
 }
 
 main().catch((error: unknown) => {

@@ -111,7 +111,7 @@ export const LIMIT_SETTINGS = {
     maxConnectionsPerUser: variable({
       name: 'WS_MAX_CONNECTIONS_PER_USER',
       group: 'security',
-      meaning: 'WebSockets per user (per instance)',
+      meaning: 'WebSockets per user on one gateway (all its workers together; each gateway sharing the database counts its own)',
       schema: integer(1, 100_000),
       default: '20',
     }),

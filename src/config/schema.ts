@@ -1,3 +1,4 @@
+import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { isEmail, normalizeEmail } from '../rules';
@@ -12,6 +13,16 @@ import { NODE_ENVS, Variable, alternatives, boolean, decimal, integer, oneOf, op
 
 export const MIN_SECRET_LENGTH = 32;
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const MAX_WORKERS = 256;
+
+/** `auto` (one per core the process may use) or a count from 1 to MAX_WORKERS. */
+const workerCount: z.ZodType<number, string> = z.string().transform((text, context) => {
+  if (text === 'auto') return os.availableParallelism();
+  const count = integer(1, MAX_WORKERS).safeParse(text);
+  if (count.success) return count.data;
+  context.issues.push({ code: 'custom', input: text, message: `must be auto or an integer between 1 and ${MAX_WORKERS}, got "${text}"` });
+  return z.NEVER;
+});
 
 /** The shape of `Config` (but for `jwt.secretSource`), with one variable at each leaf. */
 export const SETTINGS = {
@@ -30,6 +41,15 @@ export const SETTINGS = {
     default: '127.0.0.1',
   }),
   port: variable({ name: 'PORT', group: 'core', meaning: 'listen port', schema: integer(0, 65535), default: '4000' }),
+  /** Above 1, a primary process forks the workers (node:cluster), which share the port. */
+  workers: variable({
+    name: 'WORKERS',
+    group: 'core',
+    meaning:
+      'processes serving the port (node:cluster), `auto` for one per core (`os.availableParallelism()`); above 1, a primary starts them, restarts one that dies, and sums their `/metrics` (see "Several workers on one host")',
+    schema: workerCount,
+    default: '1',
+  }),
   databaseUrl: optional({
     name: 'DATABASE_URL',
     group: 'core',

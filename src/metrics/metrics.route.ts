@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { Config } from '../config';
 import { sendJson } from '../server/http';
 import type { Route } from '../server/router';
-import type { GatewayMetrics } from './metrics';
+import type { MetricsExposition } from './metrics';
 
 const sha256 = (text: string): Buffer => createHash('sha256').update(text).digest();
 
@@ -10,7 +10,7 @@ const sha256 = (text: string): Buffer => createHash('sha256').update(text).diges
  * `GET /metrics` in Prometheus' text format. With METRICS_TOKEN set, only to its bearer; in
  * production without one it is not served at all (the figures tell an outsider too much).
  */
-export function metricsRoutes(config: Config, metrics: GatewayMetrics): Route[] {
+export function metricsRoutes(config: Config, metrics: MetricsExposition): Route[] {
   const token = config.metrics.token;
   if (token === null && config.env === 'production') return [];
   // Hashes compared, so that neither the length nor the content of the token leaks through timing.
@@ -27,7 +27,13 @@ export function metricsRoutes(config: Config, metrics: GatewayMetrics): Route[] 
             return sendJson(res, 401, { error: 'a bearer token is required' }, { 'www-authenticate': 'Bearer realm="metrics"' });
           }
         }
-        const body = await metrics.exposition();
+        let body: string;
+        try {
+          body = await metrics.text();
+        } catch {
+          // With several workers the figures are gathered from each by the primary, which may not manage in time.
+          return sendJson(res, 503, { error: 'metrics are unavailable right now' }, { 'retry-after': '1' });
+        }
         res.writeHead(200, { 'content-type': metrics.contentType, 'cache-control': 'no-store' });
         res.end(body);
       },

@@ -19,11 +19,22 @@ export function outcomeOf(error: unknown): ChatOutcome | null {
 }
 
 /**
+ * What `GET /metrics` answers: one process's registry, or, with several workers, every worker's
+ * summed by the primary (see src/workers).
+ */
+export interface MetricsExposition {
+  readonly contentType: string;
+  text(): Promise<string>;
+}
+
+/**
  * The gateway's Prometheus metrics, on a registry of its own (two servers in one process, as in
  * tests, keep separate counts). Counters move where the facts are made: tokens when a usage
- * record is written, requests when a chat ends; gauges are read when scraped.
+ * record is written, requests when a chat ends; gauges are read when scraped. With several
+ * workers the primary adds their registries up, each metric by its `aggregator` (a sum unless
+ * one says otherwise).
  */
-export class GatewayMetrics {
+export class GatewayMetrics implements MetricsExposition {
   readonly registry = new Registry();
   private readonly requests: Counter<'interface' | 'model' | 'outcome'>;
   private readonly tokens: Counter<'model' | 'kind'>;
@@ -98,8 +109,9 @@ export class GatewayMetrics {
     });
     new Gauge({
       name: 'gateway_upstream_up',
-      help: '1 while the upstream is in rotation.',
+      help: '1 while the upstream is in rotation (of every worker: each judges for itself).',
       labelNames: ['upstream'],
+      aggregator: 'min',
       registers,
       collect() {
         for (const upstream of fleetStatus()) this.set({ upstream: upstream.name }, upstream.healthy ? 1 : 0);
@@ -162,7 +174,7 @@ export class GatewayMetrics {
     this.firstToken.observe({ model: this.modelLabel(model) }, seconds);
   }
 
-  exposition(): Promise<string> {
+  text(): Promise<string> {
     return this.registry.metrics();
   }
 

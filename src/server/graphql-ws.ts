@@ -17,7 +17,7 @@ import { requestScope, type Logger } from '../logger';
 import type { Services } from '../services';
 import { GRAPHQL_PATH } from './graphql-http';
 import { clientAddressOf } from './http';
-import { CLOSE_CREDENTIALS_REVOKED, CLOSE_SERVICE_UNAVAILABLE, CLOSE_TOO_MANY_CONNECTIONS, SocketRegistry } from './sockets';
+import { CLOSE_CREDENTIALS_REVOKED, CLOSE_SERVICE_UNAVAILABLE, CLOSE_TOO_MANY_CONNECTIONS, SocketRegistry, type ConnectionSlots } from './sockets';
 
 export interface GraphQLWebSocket {
   readonly sockets: SocketRegistry;
@@ -33,8 +33,8 @@ function inRequestScope<T>(args: ExecutionArgs, run: () => T): T {
 }
 
 /** graphql-ws over `ws`, configured from the same pipeline as Apollo. */
-export function startGraphQLWebSocket(pipeline: GraphQLPipeline, services: Services, config: Config, log: Logger): GraphQLWebSocket {
-  const sockets = new SocketRegistry(services.auth, config.ws.maxConnectionsPerUser, log);
+export function startGraphQLWebSocket(pipeline: GraphQLPipeline, services: Services, config: Config, slots: ConnectionSlots, log: Logger): GraphQLWebSocket {
+  const sockets = new SocketRegistry(services.auth, slots, log);
   const wsServer = new WebSocketServer({ noServer: true, maxPayload: config.ws.maxMessageBytes });
   const formatErrors = (errors: readonly GraphQLError[]) => errors.map((error) => pipeline.formatError(error.toJSON(), error));
   const authorizationOf = (params: Record<string, unknown> | undefined): string | null =>
@@ -53,10 +53,23 @@ export function startGraphQLWebSocket(pipeline: GraphQLPipeline, services: Servi
           if (isDatabaseUnreachable(error)) ctx.extra.socket.close(CLOSE_SERVICE_UNAVAILABLE, 'Service unavailable');
           return false;
         }
-        if (!sockets.register(ctx.extra.socket, viewer)) {
+        let registered: boolean;
+        try {
+          registered = await sockets.register(ctx.extra.socket, viewer);
+        } catch (error) {
+          // With several workers the count is the primary's: a client may try again once it answers.
+          log.error({ err: error }, 'the WebSocket count could not be checked');
+          ctx.extra.socket.close(CLOSE_SERVICE_UNAVAILABLE, 'Service unavailable');
+          return false;
+        }
+        if (!registered) {
+          // Closed while it was being checked: nothing to refuse.
+          if (ctx.extra.socket.readyState !== ctx.extra.socket.OPEN) return false;
+          log.info({ userId: viewer.userId, via: viewer.via }, 'WebSocket refused: too many connections for this user');
           ctx.extra.socket.close(CLOSE_TOO_MANY_CONNECTIONS, 'Too many connections for this user');
           return false;
         }
+        log.info({ userId: viewer.userId, via: viewer.via }, 'WebSocket connection accepted');
         return true;
       },
       onSubscribe: async (ctx, _id, payload) => {

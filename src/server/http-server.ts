@@ -11,9 +11,22 @@ import { USAGE_PAGE_ASSET_DIR, usagePageSite } from '../usage-page';
 import { GRAPHQL_PATH, graphqlRoute, startApollo } from './graphql-http';
 import { acceptUpgrades, startGraphQLWebSocket } from './graphql-ws';
 import { healthRoutes } from './health';
+import type { MetricsExposition } from '../metrics/metrics';
 import { metricsRoutes } from '../metrics/metrics.route';
 import { createRouter } from './router';
+import type { ConnectionSlots } from './sockets';
 import { staticRoute } from './static-files';
+
+/**
+ * What limits and figures span: this process, or with several workers every worker of the
+ * host, kept by the primary.
+ */
+export interface HostScope {
+  /** The count behind WS_MAX_CONNECTIONS_PER_USER. */
+  readonly connectionSlots: ConnectionSlots;
+  /** What `GET /metrics` answers. */
+  readonly metrics: MetricsExposition;
+}
 
 export interface HttpEndpoint {
   /** http://host:port */
@@ -30,11 +43,11 @@ export interface HttpEndpoint {
 const GRAPHIQL_ASSET_DIR = path.join(path.dirname(USAGE_PAGE_ASSET_DIR), 'graphiql');
 
 /** HTTP and WebSocket on one port: the router for every path, graphql-ws for upgrades on `/graphql`. */
-export async function startHttp(config: Config, services: Services, notifications: PgNotifications, log: Logger): Promise<HttpEndpoint> {
+export async function startHttp(config: Config, services: Services, notifications: PgNotifications, scope: HostScope, log: Logger): Promise<HttpEndpoint> {
   const httpServer = createServer();
   httpServer.keepAliveTimeout = 65_000;
   const pipeline = createGraphQLPipeline(config, services, log);
-  const ws = startGraphQLWebSocket(pipeline, services, config, log);
+  const ws = startGraphQLWebSocket(pipeline, services, config, scope.connectionSlots, log);
   ws.sockets.followCredentialChanges(notifications);
   services.metrics.countWebSocketsWith(() => ws.sockets.size);
   const apollo = await startApollo(pipeline, config, httpServer, () => ws.dispose());
@@ -43,7 +56,7 @@ export async function startHttp(config: Config, services: Services, notification
     createRouter(
       [
         ...healthRoutes(services.db, services.fleet, config.database.connectTimeoutMs),
-        ...metricsRoutes(config, services.metrics),
+        ...metricsRoutes(config, scope.metrics),
         staticRoute(usagePageSite),
         staticRoute({ prefix: '/graphiql', dir: GRAPHIQL_ASSET_DIR }),
         ...openAIRoutes(services),

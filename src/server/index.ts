@@ -13,8 +13,9 @@ import { connectFleet } from '../upstreams/connect';
 import { createServices, type Services } from '../services';
 import { PgUsageBus } from '../usage/usage-bus';
 import { VERSION } from '../version';
-import { startHttp } from './http-server';
+import { startHttp, type HostScope } from './http-server';
 import { Lifecycle } from './lifecycle';
+import { LocalConnectionSlots } from './sockets';
 
 export interface GatewayServer {
   /** http://host:port/graphql */
@@ -30,21 +31,34 @@ export interface GatewayServer {
   stop(): Promise<void>;
 }
 
+/** A worker's part of a host of several (WORKERS above 1), handed over by the primary. */
+export interface WorkerShare extends HostScope {
+  /** The database the primary prepared (the configured one, or the embedded one it started) and migrated. */
+  readonly databaseUrl: string;
+  /** The built-in simulator the primary started; null when upstreams are configured. */
+  readonly simulatorUrl: string | null;
+}
+
 export interface ServerOptions {
   log?: Logger;
   /** Tests inject a clock to cross quota period boundaries. */
   clock?: Clock;
+  /** Set in a worker: what the primary started and keeps for every worker. */
+  worker?: WorkerShare;
 }
 
 /** The gateway, started step by step (see the log's `step` names); `stop` undoes them in reverse. */
 export function createServer(config: Config, options: ServerOptions = {}): Promise<GatewayServer> {
   const log = options.log ?? createLogger(config);
   const life = new Lifecycle(log);
+  const worker = options.worker ?? null;
   return life.run(async () => {
     const databaseUrl =
-      config.databaseUrl ?? (await life.step('embedded PostgreSQL', () => startEmbeddedPostgres(config.dataDir, log), (pg) => pg.stop())).url;
+      worker?.databaseUrl ??
+      config.databaseUrl ??
+      (await life.step('embedded PostgreSQL', () => startEmbeddedPostgres(config.dataDir, log), (pg) => pg.stop())).url;
     const { orm, db } = await life.step('database pools', () => connectDatabase(databaseUrl, config, log), (pools) => pools.close());
-    const upstreams = await life.step('upstreams', () => connectFleet(config, log), (connection) => connection.close());
+    const upstreams = await life.step('upstreams', () => connectFleet(config, log, worker?.simulatorUrl ?? null), (connection) => connection.close());
     const notifications = await life.step(
       'notification connection',
       async () => {
@@ -63,7 +77,7 @@ export function createServer(config: Config, options: ServerOptions = {}): Promi
       fleet: upstreams.fleet,
       usageBus: new PgUsageBus(notifications),
       instance,
-      serverInfo: { version: VERSION, upstreamBaseUrl: upstreams.fleet.members[0].baseUrl, simulator: upstreams.simulator !== null, environment: config.env },
+      serverInfo: { version: VERSION, upstreamBaseUrl: upstreams.fleet.members[0].baseUrl, simulator: upstreams.builtInSimulator, environment: config.env },
     });
     // Stopped after HTTP (whose last requests may end while the database is away), before the pools.
     await life.step(
@@ -74,9 +88,11 @@ export function createServer(config: Config, options: ServerOptions = {}): Promi
       },
       (pending) => pending.finish(),
     );
+    // Instances and workers take turns under the start lock: the first creates the admin, the
+    // others find it. A worker's migrations were the primary's, before it forked.
     const adminBootstrap = await life.step('migrations and first admin', () =>
       whileHoldingStartLock(databaseUrl, async () => {
-        if (config.migrateOnStart) await migrate(databaseUrl, log);
+        if (config.migrateOnStart && worker === null) await migrate(databaseUrl, log);
         return services.users.bootstrapAdmin();
       }),
     );
@@ -85,7 +101,8 @@ export function createServer(config: Config, options: ServerOptions = {}): Promi
     await life.step('instance registration', () => instance.start(), (registered) => registered.stop());
     await life.step('quota maintenance', async () => startQuotaMaintenance(services.quota, services.rateLimiter, log), (jobs) => jobs.stop());
     await life.step('audit log retention', () => startAuditRetention(services.audit, log), (job) => job.stop());
-    const http = await life.step('HTTP and WebSocket', () => startHttp(config, services, notifications, log), (endpoint) => endpoint.stop());
+    const host: HostScope = worker ?? { connectionSlots: new LocalConnectionSlots(config.ws.maxConnectionsPerUser), metrics: services.metrics };
+    const http = await life.step('HTTP and WebSocket', () => startHttp(config, services, notifications, host, log), (endpoint) => endpoint.stop());
     return { url: http.url, wsUrl: http.wsUrl, origin: http.origin, orm, services, adminBootstrap, stop: () => life.stop() };
   });
 }

@@ -9,8 +9,39 @@ import type { Logger } from '../logger';
 export const CLOSE_CREDENTIALS_EXPIRED = 4401;
 export const CLOSE_CREDENTIALS_REVOKED = 4403;
 export const CLOSE_TOO_MANY_CONNECTIONS = 4029;
-/** WebSocket's own "Try Again Later": connection_init could not be checked while the database is away. */
+/** WebSocket's own "Try Again Later": connection_init could not be checked (the database, or with several workers the primary, did not answer). */
 export const CLOSE_SERVICE_UNAVAILABLE = 1013;
+
+/**
+ * The count behind WS_MAX_CONNECTIONS_PER_USER: kept in this process, or, with several workers,
+ * by the primary for all of them (so the limit is the gateway's, not each worker's).
+ */
+export interface ConnectionSlots {
+  /** One more socket for the user; false when they hold the most allowed already. */
+  take(userId: string): Promise<boolean>;
+  /** Gives back a slot `take` granted. */
+  give(userId: string): void;
+}
+
+/** The slots of a gateway that is one process. */
+export class LocalConnectionSlots implements ConnectionSlots {
+  private readonly held = new Map<string, number>();
+
+  constructor(private readonly maxPerUser: number) {}
+
+  take(userId: string): Promise<boolean> {
+    const held = this.held.get(userId) ?? 0;
+    if (held >= this.maxPerUser) return Promise.resolve(false);
+    this.held.set(userId, held + 1);
+    return Promise.resolve(true);
+  }
+
+  give(userId: string): void {
+    const held = (this.held.get(userId) ?? 0) - 1;
+    if (held > 0) this.held.set(userId, held);
+    else this.held.delete(userId);
+  }
+}
 
 interface TrackedSocket {
   readonly socket: WebSocket;
@@ -33,19 +64,23 @@ export class SocketRegistry {
 
   constructor(
     private readonly auth: AuthService,
-    private readonly maxPerUser: number,
+    private readonly slots: ConnectionSlots,
     private readonly log: Logger,
   ) {}
 
   /**
    * False when the user already holds the most sockets allowed, or when the socket closed
-   * while its credentials were being checked: its 'close' has already fired, so a socket
-   * registered now would hold one of the user's slots until the process ends.
+   * while its credentials (or its slot) were being checked: its 'close' has already fired, so a
+   * socket registered now would hold one of the user's slots until the process ends.
    */
-  register(socket: WebSocket, viewer: Viewer): boolean {
+  async register(socket: WebSocket, viewer: Viewer): Promise<boolean> {
     if (socket.readyState !== socket.OPEN) return false;
+    if (!(await this.slots.take(viewer.userId))) return false;
+    if (socket.readyState !== socket.OPEN) {
+      this.slots.give(viewer.userId);
+      return false;
+    }
     const sockets = this.byUser.get(viewer.userId) ?? new Set<TrackedSocket>();
-    if (sockets.size >= this.maxPerUser) return false;
     let expiry: NodeJS.Timeout | null = null;
     if (viewer.expiresAt !== null) {
       const remaining = Math.max(0, viewer.expiresAt.getTime() - Date.now());
@@ -100,6 +135,7 @@ export class SocketRegistry {
     if (tracked === undefined) return;
     this.bySocket.delete(socket);
     if (tracked.expiry !== null) clearTimeout(tracked.expiry);
+    this.slots.give(tracked.viewer.userId);
     const sockets = this.byUser.get(tracked.viewer.userId);
     sockets?.delete(tracked);
     if (sockets?.size === 0) this.byUser.delete(tracked.viewer.userId);

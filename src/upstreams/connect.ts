@@ -6,22 +6,36 @@ import { Fleet, UpstreamMember } from './fleet';
 
 export interface FleetConnection {
   readonly fleet: Fleet;
-  /** The built-in simulator, when no upstream is configured. */
-  readonly simulator: Simulator | null;
+  /** True when no upstream is configured and the built-in simulator answers. */
+  readonly builtInSimulator: boolean;
   close(): Promise<void>;
 }
 
-/** Clients of the configured vLLM servers, or of the built-in simulator (started here) when none is configured. */
-export async function connectFleet(config: Config, log: Logger): Promise<FleetConnection> {
-  let simulator: Simulator | null = null;
+/** The simulator that answers when no upstream is configured, announced loudly. */
+export async function startBuiltInSimulator(log: Logger): Promise<Simulator> {
+  const simulator = await startSimulator({ timeToFirstTokenMs: 30, interTokenLatencyMs: 15 });
+  log.warn(
+    { upstream: simulator.url },
+    'VLLM_BASE_URL is not set: chat is answered by the BUILT-IN vLLM SIMULATOR, not a real model. Set VLLM_BASE_URL to use vLLM.',
+  );
+  return simulator;
+}
+
+/**
+ * Clients of the configured vLLM servers or, when none is configured, of the built-in simulator:
+ * the one at `sharedSimulatorUrl` (a worker's, started by the primary), else one started here.
+ */
+export async function connectFleet(config: Config, log: Logger, sharedSimulatorUrl: string | null = null): Promise<FleetConnection> {
+  let owned: Simulator | null = null;
   let specs = config.upstreams;
-  if (specs.length === 0) {
-    simulator = await startSimulator({ timeToFirstTokenMs: 30, interTokenLatencyMs: 15 });
-    log.warn(
-      { upstream: simulator.url },
-      'VLLM_BASE_URL is not set: chat is answered by the BUILT-IN vLLM SIMULATOR, not a real model. Set VLLM_BASE_URL to use vLLM.',
-    );
-    specs = [{ name: 'upstream-1', baseUrl: simulator.url, apiKey: null }];
+  const builtInSimulator = specs.length === 0;
+  if (builtInSimulator) {
+    let baseUrl = sharedSimulatorUrl;
+    if (baseUrl === null) {
+      owned = await startBuiltInSimulator(log);
+      baseUrl = owned.url;
+    }
+    specs = [{ name: 'upstream-1', baseUrl, apiKey: null }];
   }
   const members = specs.map(
     (spec) => new UpstreamMember(spec.name, redactUrl(spec.baseUrl), new Upstream({ baseUrl: spec.baseUrl, apiKey: spec.apiKey, timeoutMs: config.vllm.timeoutMs, log })),
@@ -30,10 +44,10 @@ export async function connectFleet(config: Config, log: Logger): Promise<FleetCo
   await fleet.start();
   return {
     fleet,
-    simulator,
+    builtInSimulator,
     async close() {
       await fleet.close();
-      await simulator?.stop();
+      await owned?.stop();
     },
   };
 }

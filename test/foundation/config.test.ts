@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, loadConfig, type Config } from '../../src/config';
 import { ensureServerBuild, distMain } from './build';
@@ -126,6 +127,15 @@ describe('loadConfig', () => {
       ).database,
     ).toEqual({ poolSize: 2, ormPoolSize: 1000, connectTimeoutMs: 500, statementTimeoutMs: 60000 });
     expect(() => loadConfig(envWith({ DATABASE_CONNECT_TIMEOUT_MS: '0' }))).toThrow(/^DATABASE_CONNECT_TIMEOUT_MS must be between 100 and 60000/);
+  });
+
+  it('reads WORKERS: 1 unless set, `auto` for one per core, and refuses what is not a count', () => {
+    expect(loadConfig(envWith()).workers).toBe(1);
+    expect(loadConfig(envWith({ WORKERS: '3' })).workers).toBe(3);
+    expect(loadConfig(envWith({ WORKERS: 'auto' })).workers).toBe(os.availableParallelism());
+    for (const text of ['0', '257', 'two', '1.5']) {
+      expect(refusal({ WORKERS: text }).message).toBe(`WORKERS must be auto or an integer between 1 and 256, got "${text}"`);
+    }
   });
 
   it('lower-cases ADMIN_EMAIL and counts ADMIN_PASSWORD in characters, not UTF-16 units', () => {
