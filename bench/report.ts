@@ -1,5 +1,6 @@
 // The bench's outputs: terminal tables, BENCHMARKS.md and an SVG chart, from one summary.
 import { BUDGET_LOAD_DESCRIPTION } from './budgets';
+import { renderWorkers } from './workers';
 import { TARGET_LABEL, type BenchSummary, type GatewayKey, type Goal, type NonStreamScenario, type ProfileResult } from './types';
 
 function num(value: number | null | undefined, digits = 2): string {
@@ -191,6 +192,7 @@ export function renderTables(summary: BenchSummary): string {
     );
   } else out.push(`Live usage fan-out: FAILED (${summary.fanOutError ?? 'unknown'})`, '');
   out.push('Budget loads', ...budgetSection(summary, table), '');
+  out.push('Workers', ...renderWorkers(summary.workers, summary.workersError, table), '');
   out.push('Fleet', ...fleetSection(summary, table), '');
   const mem = memoryRows(summary);
   out.push('Peak memory (VmHWM)', table(mem.header, mem.rows, mem.align), '');
@@ -634,6 +636,8 @@ export function renderMarkdown(summary: BenchSummary, chartRef = 'bench/chart.sv
   } else out.push(`The fan-out step failed: ${summary.fanOutError ?? 'unknown'}.`, '');
   out.push('## Many users, finite budgets', '');
   out.push(...budgetSection(summary, markdownTable), '');
+  out.push('## Workers on one host', '');
+  out.push(...renderWorkers(summary.workers, summary.workersError, markdownTable), '');
   out.push('## Fleet', '');
   out.push(...fleetSection(summary, markdownTable), '');
   out.push('## Peak memory', '');

@@ -26,6 +26,7 @@ import { summariseProfile } from './lib/profile';
 import { distribution, median, round } from './lib/stats';
 import { BUDGET_LOAD_LABEL, createLoadAccounts, type BudgetLoadKind } from './budgets';
 import { runFleet, type FleetResult } from './fleet';
+import { runWorkers, type WorkersResult } from './workers';
 import { createApiKey, createUser, login } from './lib/graphql-setup';
 import { renderMarkdown, renderSvg, renderTables } from './report';
 import {
@@ -941,7 +942,7 @@ async function main(): Promise<void> {
     for (const target of targets.http.values()) await closedLoop(8, PLAN.globalWarmMs, () => httpOnce(target));
     for (const target of targets.sse.values()) await streamLoop(4, PLAN.globalWarmMs / 2, () => sseOnce(target));
 
-    const scenarioCount = UPSTREAM_MS.length * CONCURRENCIES.length + STREAM_CONCURRENCIES.length + BUDGET_LOADS.length * BUDGET_RUNS.length + 4;
+    const scenarioCount = UPSTREAM_MS.length * CONCURRENCIES.length + STREAM_CONCURRENCIES.length + BUDGET_LOADS.length * BUDGET_RUNS.length + 5;
     let scenarioIndex = 0;
     const progress = (text: string): void => {
       scenarioIndex += 1;
@@ -1082,6 +1083,36 @@ async function main(): Promise<void> {
       progress(`fleet FAILED: ${fleetError}`);
     }
 
+    let workers: WorkersResult | null = null;
+    let workersError: string | null = null;
+    try {
+      let workerGateways = 0;
+      const currentSim = sim;
+      workers = await runWorkers({
+        rounds: PLAN.rounds,
+        roundMs: PLAN.roundMs,
+        warmMs: PLAN.warmMs,
+        model,
+        token: tokens[0] as string,
+        apiKey,
+        simulator: currentSim,
+        startGateway: async (count) => {
+          workerGateways += 1;
+          return startGateway({
+            ...gatewayEnv(db?.url ?? '', currentSim.url, await freePort(), path.join(root, `workers-gateway-${workerGateways}`), jwtSecret),
+            WORKERS: String(count),
+          });
+        },
+        graphqlBody: (chatModel) =>
+          JSON.stringify({ query: CHAT_MUTATION, variables: { input: { model: chatModel, messages: [{ role: 'USER', content: PROMPT }], maxTokens: NONSTREAM_TOKENS, seed: 7 } } }),
+        openaiBody: (chatModel) => JSON.stringify({ model: chatModel, messages: [{ role: 'user', content: PROMPT }], max_tokens: NONSTREAM_TOKENS, seed: 7 }),
+        say: progress,
+      });
+    } catch (error) {
+      workersError = error instanceof Error ? error.message : String(error);
+      progress(`workers FAILED: ${workersError}`);
+    }
+
     const summary: BenchSummary = {
       generatedAt: new Date().toISOString(),
       quick: QUICK,
@@ -1114,6 +1145,8 @@ async function main(): Promise<void> {
       goals: [goals('one unlimited user', nonStream), ...budgetLoads.map((load) => goals(load.label, load.runs, nonStream))].flat(),
       budgetLoads,
       budgetLoadError,
+      workers,
+      workersError,
       foreignCoresBefore,
       foreignCpu: monitor.stop(),
     };

@@ -1,3 +1,4 @@
+import type { WorkersResult } from './workers';
 import type { FleetResult } from './fleet';
 import type { Distribution } from './lib/stats';
 import type { ForeignCpu } from './lib/cpu';
@@ -203,6 +204,9 @@ export interface BenchSummary {
   /** Absent in runs from before the budget loads. */
   budgetLoads?: BudgetLoad[];
   budgetLoadError?: string | null;
+  /** Absent in runs from before WORKERS. */
+  workers?: WorkersResult | null;
+  workersError?: string | null;
   goals: Goal[];
   /** Cores used by other processes in the 2 s before the run. */
   foreignCoresBefore: number | null;
