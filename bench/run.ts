@@ -25,8 +25,8 @@ import { freePort, findPostmaster, killStartedChildren, peakRss, processTree, sp
 import { summariseProfile } from './lib/profile';
 import { distribution, median, round } from './lib/stats';
 import { BUDGET_LOAD_LABEL, createLoadAccounts, type BudgetLoadKind } from './budgets';
-import { runFleet, type FleetResult } from './fleet';
-import { runWorkers, type WorkersResult } from './workers';
+import { runFleet } from './fleet';
+import { runWorkers } from './workers';
 import { createApiKey, createUser, login } from './lib/graphql-setup';
 import { renderMarkdown, renderSvg, renderTables } from './report';
 import {
@@ -282,10 +282,7 @@ function buildTargets(model: string, sim: Simulator, gateway: Gateway, portkeyOr
     pool: pool(gateway.origin),
     path: '/graphql',
     headers: { ...json, authorization: `Bearer ${token}` },
-    body: JSON.stringify({
-      query: CHAT_MUTATION,
-      variables: { input: { model, messages: [{ role: 'USER', content: PROMPT }], maxTokens: NONSTREAM_TOKENS, seed: 7 } },
-    }),
+    body: graphqlChatBody(model),
     accept: graphqlAccept,
   });
   return { http, sse, pools, pids: new Map(), simulatorPid: sim.child.pid ?? -1, postgresPid };
@@ -1057,12 +1054,10 @@ async function main(): Promise<void> {
       progress(`profile FAILED: ${profileError}`);
     }
 
-    let fleet: FleetResult | null = null;
-    let fleetError: string | null = null;
-    try {
-      let fleetGateways = 0;
-      const currentSim = sim;
-      fleet = await runFleet({
+    let fleetGateways = 0;
+    const currentSim = sim;
+    const { result: fleet, error: fleetError } = await optionalStep('fleet', progress, () =>
+      runFleet({
         rounds: PLAN.rounds,
         roundMs: PLAN.roundMs,
         warmMs: PLAN.warmMs,
@@ -1074,21 +1069,14 @@ async function main(): Promise<void> {
           fleetGateways += 1;
           return startGateway(gatewayEnv(db?.url ?? '', upstreamUrls.join(','), await freePort(), path.join(root, `fleet-gateway-${fleetGateways}`), jwtSecret));
         },
-        chatBody: (chatModel) =>
-          JSON.stringify({ query: CHAT_MUTATION, variables: { input: { model: chatModel, messages: [{ role: 'USER', content: PROMPT }], maxTokens: NONSTREAM_TOKENS, seed: 7 } } }),
+        chatBody: graphqlChatBody,
         say: progress,
-      });
-    } catch (error) {
-      fleetError = error instanceof Error ? error.message : String(error);
-      progress(`fleet FAILED: ${fleetError}`);
-    }
+      }),
+    );
 
-    let workers: WorkersResult | null = null;
-    let workersError: string | null = null;
-    try {
-      let workerGateways = 0;
-      const currentSim = sim;
-      workers = await runWorkers({
+    let workerGateways = 0;
+    const { result: workers, error: workersError } = await optionalStep('workers', progress, () =>
+      runWorkers({
         rounds: PLAN.rounds,
         roundMs: PLAN.roundMs,
         warmMs: PLAN.warmMs,
@@ -1103,15 +1091,11 @@ async function main(): Promise<void> {
             WORKERS: String(count),
           });
         },
-        graphqlBody: (chatModel) =>
-          JSON.stringify({ query: CHAT_MUTATION, variables: { input: { model: chatModel, messages: [{ role: 'USER', content: PROMPT }], maxTokens: NONSTREAM_TOKENS, seed: 7 } } }),
+        graphqlBody: graphqlChatBody,
         openaiBody: (chatModel) => JSON.stringify({ model: chatModel, messages: [{ role: 'user', content: PROMPT }], max_tokens: NONSTREAM_TOKENS, seed: 7 }),
         say: progress,
-      });
-    } catch (error) {
-      workersError = error instanceof Error ? error.message : String(error);
-      progress(`workers FAILED: ${workersError}`);
-    }
+      }),
+    );
 
     const summary: BenchSummary = {
       generatedAt: new Date().toISOString(),
@@ -1181,6 +1165,21 @@ async function main(): Promise<void> {
     say(`done in ${summary.durationSeconds.toFixed(0)} s`);
   } finally {
     await cleanup();
+  }
+}
+
+function graphqlChatBody(chatModel: string): string {
+  return JSON.stringify({ query: CHAT_MUTATION, variables: { input: { model: chatModel, messages: [{ role: 'USER', content: PROMPT }], maxTokens: NONSTREAM_TOKENS, seed: 7 } } });
+}
+
+/** A step whose failure is reported in BENCHMARKS.md instead of ending the run. */
+async function optionalStep<T>(name: string, progress: (text: string) => void, run: () => Promise<T>): Promise<{ result: T | null; error: string | null }> {
+  try {
+    return { result: await run(), error: null };
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    progress(`${name} FAILED: ${message}`);
+    return { result: null, error: message };
   }
 }
 
