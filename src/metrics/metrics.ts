@@ -43,6 +43,7 @@ export class GatewayMetrics implements MetricsExposition {
   private readonly firstToken: Histogram<'model'>;
   private readonly reservations: Gauge;
   private readonly interrupted: Counter;
+  private readonly ledgerItems: Histogram<'statement'>;
   private webSocketCount: () => number = () => 0;
   private pendingSettlementCount: () => number = () => 0;
 
@@ -86,6 +87,13 @@ export class GatewayMetrics implements MetricsExposition {
     this.interrupted = new Counter({
       name: 'gateway_interrupted_requests_total',
       help: 'Requests of instances that died, settled by this instance from their last checkpoint.',
+      registers,
+    });
+    this.ledgerItems = new Histogram({
+      name: 'gateway_ledger_statement_items',
+      help: 'Reservations or settlements per ledger statement: above 1 when concurrent ones were group-committed.',
+      labelNames: ['statement'],
+      buckets: [1, 2, 4, 8, 16, 32, 64],
       registers,
     });
     const countSockets = (): number => this.webSocketCount();
@@ -148,6 +156,11 @@ export class GatewayMetrics implements MetricsExposition {
 
   reservationEnded(): void {
     this.reservations.dec();
+  }
+
+  /** One statement of the ledger ran for `items` reservations or settlements. */
+  ledgerStatement(statement: 'reserve' | 'settle', items: number): void {
+    this.ledgerItems.observe({ statement }, items);
   }
 
   orphansSettled(count: number): void {

@@ -8,10 +8,11 @@ import { periodBounds } from './periods';
 import type { QuotaUsage } from './quota.types';
 import { ADVISORY_LOCK_KEYS } from '../db/advisory-locks';
 import type { GatewayInstance } from './gateway-instance';
-import { ORPHANS_SQL, REAP_SQL, RESERVE_SQL, SETTLE_ORPHAN_SQL } from './ledger-sql';
+import { GroupCommit, LEDGER_GROUP_MAX } from './group-commit';
+import { ORPHANS_SQL, REAP_SQL, RESERVE_GROUP_SQL, RESERVE_SQL, SETTLE_ORPHAN_SQL } from './ledger-sql';
 import { PendingSettlements } from './pending-settlements';
 import type { RateLimiter } from './rate-limiter';
-import { MAX_TOKEN_COUNT, Reservation, type ChargeTarget, type LedgerAccess, type PromptCountSource } from './reservation';
+import { MAX_TOKEN_COUNT, Reservation, settlementsOf, type ChargeTarget, type LedgerAccess, type PromptCountSource } from './reservation';
 
 export interface ReserveRequest {
   readonly requestId: string;
@@ -108,6 +109,12 @@ function refusalOf(row: ReserveRow, requested: number, now: Date): QuotaExceeded
   });
 }
 
+/** What the ledger granted a request: the team it was reserved in and the completion budget it holds. */
+interface Grant {
+  readonly teamId: string | null;
+  readonly completion: number;
+}
+
 function assertCount(value: number, name: string): void {
   if (!Number.isSafeInteger(value) || value < 0 || value > MAX_TOKEN_COUNT) {
     throw new RangeError(`${name} out of range: ${value}`);
@@ -120,6 +127,8 @@ function assertCount(value: number, name: string): void {
  */
 export class QuotaService {
   private readonly ledger: LedgerAccess;
+  /** Reservations group-committed: those that come with maxTokens share a statement under load. */
+  private readonly grants: GroupCommit<ReserveRequest, Grant>;
 
   constructor(
     private readonly db: Database,
@@ -133,7 +142,22 @@ export class QuotaService {
     /** How long an instance must be gone before its requests are settled as interrupted. */
     private readonly orphanAfterMs: number,
   ) {
-    this.ledger = { db, rateLimiter, clock, log, ttlSeconds: reservationTtlSeconds, metrics, instance, pending: new PendingSettlements(log, metrics) };
+    this.ledger = {
+      db,
+      rateLimiter,
+      clock,
+      log,
+      ttlSeconds: reservationTtlSeconds,
+      metrics,
+      instance,
+      pending: new PendingSettlements(log, metrics),
+      settlements: settlementsOf(db, metrics),
+    };
+    this.grants = new GroupCommit<ReserveRequest, Grant>(
+      { alone: (request) => this.reserveAlone(request), together: (group) => this.reserveTogether(group) },
+      LEDGER_GROUP_MAX,
+      (items) => metrics.ledgerStatement('reserve', items),
+    );
   }
 
   /** Settlements and releases waiting for the database to answer again. */
@@ -151,12 +175,37 @@ export class QuotaService {
    * Reserves prompt + completion budget atomically at every level the request belongs to (its
    * API key, its user, its team), or at none. Without a client maxTokens the completion budget is
    * the least that remains across them (capped by the model), so a request never starts that
-   * cannot fit.
+   * cannot fit. Under load, requests with maxTokens are group-committed (GroupCommit).
    */
   async reserve(request: ReserveRequest): Promise<Reservation> {
     assertCount(request.promptTokens, 'promptTokens');
     assertCount(request.modelCompletionLimit, 'modelCompletionLimit');
     if (request.maxTokens !== null) assertCount(request.maxTokens, 'maxTokens');
+    const grant = await this.grants.submit(request, request.maxTokens !== null);
+    const reservation = new Reservation(
+      {
+        requestId: request.requestId,
+        userId: request.userId,
+        teamId: grant.teamId,
+        promptTokens: request.promptTokens,
+        maxCompletionTokens: grant.completion,
+        amount: request.promptTokens + grant.completion,
+        promptCountSource: request.promptCountSource,
+      },
+      request.target,
+      this.ledger,
+    );
+    try {
+      await reservation.holdInRateWindow();
+    } catch (error) {
+      await reservation.release();
+      throw error;
+    }
+    return reservation;
+  }
+
+  /** RESERVE_SQL for one request: its grant, or the refusal that names the level refusing it. */
+  private async reserveAlone(request: ReserveRequest): Promise<Grant> {
     const now = this.clock.now();
     const row = await this.db.one<ReserveRow>(RESERVE_SQL, [
       now,
@@ -177,27 +226,29 @@ export class QuotaService {
     if (row === undefined) throw new UnauthenticatedError('The user no longer exists or is disabled.');
     if (!row.key_valid) throw new UnauthenticatedError('The API key is invalid or revoked.');
     if (!row.granted) throw refusalOf(row, request.promptTokens + (request.maxTokens ?? request.minCompletionTokens), now);
-    const completion = Number(row.completion);
-    const reservation = new Reservation(
-      {
-        requestId: request.requestId,
-        userId: request.userId,
-        teamId: row.team_id,
-        promptTokens: request.promptTokens,
-        maxCompletionTokens: completion,
-        amount: request.promptTokens + completion,
-        promptCountSource: request.promptCountSource,
-      },
-      request.target,
-      this.ledger,
-    );
-    try {
-      await reservation.holdInRateWindow();
-    } catch (error) {
-      await reservation.release();
-      throw error;
-    }
-    return reservation;
+    return { teamId: row.team_id, completion: Number(row.completion) };
+  }
+
+  /** RESERVE_GROUP_SQL for requests that all come with maxTokens: the grants it made; the rest are decided alone. */
+  private async reserveTogether(group: readonly ReserveRequest[]): Promise<ReadonlyArray<Grant | undefined>> {
+    const rows = await this.db.query<{ ord: string; team_id: string | null }>(RESERVE_GROUP_SQL, [
+      this.clock.now(),
+      group.map((request) => request.requestId),
+      group.map((request) => request.userId),
+      group.map((request) => request.apiKeyId),
+      group.map((request) => request.promptTokens),
+      group.map((request) => request.maxTokens),
+      group.map((request) => request.minCompletionTokens),
+      group.map((request) => request.target.model),
+      group.map((request) => request.target.interface),
+      group.map((request) => request.target.upstream),
+      group.map((request) => request.promptCountSource),
+      this.ledger.ttlSeconds,
+      this.instance.id,
+    ]);
+    const grants: Array<Grant | undefined> = group.map(() => undefined);
+    for (const row of rows) grants[Number(row.ord) - 1] = { teamId: row.team_id, completion: group[Number(row.ord) - 1].maxTokens ?? 0 };
+    return grants;
   }
 
   /**

@@ -4,7 +4,8 @@ import type { Logger } from '../logger';
 import type { GatewayMetrics } from '../metrics/metrics';
 import { encodeUnsettled } from '../usage/usage-wire';
 import type { Checkpointed, GatewayInstance } from './gateway-instance';
-import { RELEASE_SQL, SETTLE_SQL } from './ledger-sql';
+import { GroupCommit, LEDGER_GROUP_MAX } from './group-commit';
+import { RELEASE_SQL, SETTLE_GROUP_SQL, SETTLE_SQL } from './ledger-sql';
 import type { PendingSettlements } from './pending-settlements';
 import type { RateLimiter } from './rate-limiter';
 
@@ -77,6 +78,97 @@ export interface LedgerAccess {
   readonly instance: GatewayInstance;
   /** Where an ending that met an unreachable database waits to be tried again. */
   readonly pending: PendingSettlements;
+  /** Settlements group-committed: those charging no more than they reserved share a statement under load. */
+  readonly settlements: GroupCommit<Settlement, SettlementRow>;
+}
+
+/** One settlement's values, as SETTLE_SQL and SETTLE_GROUP_SQL take them. */
+export interface Settlement {
+  readonly now: Date;
+  readonly requestId: string;
+  readonly userId: string;
+  readonly apiKeyId: string | null;
+  readonly teamId: string | null;
+  readonly model: string;
+  readonly interface: ChatInterface;
+  readonly promptTokens: number;
+  readonly completionTokens: number;
+  readonly totalTokens: number;
+  readonly cachedTokens: number;
+  readonly usageSource: Usage['usageSource'];
+  readonly promptCountSource: PromptCountSource;
+  readonly status: UsageStatus;
+  readonly latencyMs: number;
+  /** The usage event's JSON before the figures the statement adds. */
+  readonly notice: string;
+  readonly upstream: string;
+}
+
+/** The user's figures after a settlement, and what it charged (null: the request had been settled already). */
+export interface SettlementRow {
+  readonly used: string;
+  readonly reserved: string;
+  readonly token_limit: number | null;
+  readonly charged: number | null;
+}
+
+/** The group commit of settlements on `db`. */
+export function settlementsOf(db: Database, metrics: GatewayMetrics): GroupCommit<Settlement, SettlementRow> {
+  return new GroupCommit<Settlement, SettlementRow>(
+    {
+      alone: async (settlement) => {
+        const row = await db.one<SettlementRow>(SETTLE_SQL, [
+          settlement.now,
+          settlement.userId,
+          settlement.requestId,
+          settlement.apiKeyId,
+          settlement.model,
+          settlement.interface,
+          settlement.promptTokens,
+          settlement.completionTokens,
+          settlement.totalTokens,
+          settlement.usageSource,
+          settlement.promptCountSource,
+          settlement.status,
+          settlement.latencyMs,
+          settlement.notice,
+          settlement.upstream,
+          settlement.teamId,
+          settlement.cachedTokens,
+        ]);
+        if (row === undefined) throw new Error(`quota account of user ${settlement.userId} is missing`);
+        return row;
+      },
+      together: async (group) => {
+        const column = <T>(value: (settlement: Settlement) => T): T[] => group.map(value);
+        const rows = await db.query<SettlementRow & { ord: string }>(SETTLE_GROUP_SQL, [
+          // One clock reading for the group: its records and events say when the group committed.
+          group[0].now,
+          column((settlement) => settlement.requestId),
+          column((settlement) => settlement.userId),
+          column((settlement) => settlement.apiKeyId),
+          column((settlement) => settlement.teamId),
+          column((settlement) => settlement.model),
+          column((settlement) => settlement.interface),
+          column((settlement) => settlement.promptTokens),
+          column((settlement) => settlement.completionTokens),
+          column((settlement) => settlement.totalTokens),
+          column((settlement) => settlement.usageSource),
+          column((settlement) => settlement.promptCountSource),
+          column((settlement) => settlement.status),
+          column((settlement) => settlement.latencyMs),
+          column((settlement) => settlement.notice),
+          column((settlement) => settlement.upstream),
+          column((settlement) => settlement.cachedTokens),
+        ]);
+        const outcomes: Array<SettlementRow | undefined> = group.map(() => undefined);
+        for (const row of rows) outcomes[Number(row.ord) - 1] = row;
+        return outcomes;
+      },
+    },
+    LEDGER_GROUP_MAX,
+    (items) => metrics.ledgerStatement('settle', items),
+  );
 }
 
 function clampCount(value: number): number {
@@ -191,26 +283,28 @@ export class Reservation implements Checkpointed {
       completionTokens: usage.completionTokens,
       cachedTokens: usage.cachedTokens,
     });
-    const row = await ledger.db.one<{ used: string; reserved: string; token_limit: number | null; charged: number | null }>(SETTLE_SQL, [
-      now,
-      budget.userId,
-      budget.requestId,
-      target.apiKeyId,
-      target.model,
-      target.interface,
-      usage.promptTokens,
-      usage.completionTokens,
-      total,
-      usage.usageSource,
-      budget.promptCountSource,
-      usage.status,
-      latencyMs,
-      notice,
-      this.upstream,
-      budget.teamId,
-      usage.cachedTokens,
-    ]);
-    if (row === undefined) throw new Error(`quota account of user ${budget.userId} is missing`);
+    const row = await ledger.settlements.submit(
+      {
+        now,
+        requestId: budget.requestId,
+        userId: budget.userId,
+        apiKeyId: target.apiKeyId,
+        teamId: budget.teamId,
+        model: target.model,
+        interface: target.interface,
+        promptTokens: usage.promptTokens,
+        completionTokens: usage.completionTokens,
+        totalTokens: total,
+        cachedTokens: usage.cachedTokens,
+        usageSource: usage.usageSource,
+        promptCountSource: budget.promptCountSource,
+        status: usage.status,
+        latencyMs,
+        notice,
+        upstream: this.upstream,
+      },
+      total <= budget.amount,
+    );
     const used = Number(row.used);
     const reserved = Number(row.reserved);
     const chargedTokens = row.charged ?? 0;

@@ -14,7 +14,7 @@ import { startTestGateway, type TestGateway } from '../helpers/server';
 import { within } from '../foundation/gateway-process';
 import { usageFeed } from '../usage/support';
 import type { ReserveRequest } from '../../src/quota/quota.service';
-import { Reservation, type LedgerAccess } from '../../src/quota/reservation';
+import { Reservation, settlementsOf, type LedgerAccess } from '../../src/quota/reservation';
 
 jest.setTimeout(60_000);
 
@@ -236,6 +236,7 @@ describe('the database away and back (a real PostgreSQL stopped and started)', (
       metrics: services.metrics,
       pending: services.quota.pendingSettlements,
       instance: services.instance,
+      settlements: settlementsOf(services.db, services.metrics),
     };
     const retried = new Reservation(reservation.budget, reservation.target, ledger);
     await postgres.stop();
