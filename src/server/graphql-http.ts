@@ -1,6 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { ApolloServer, HeaderMap } from '@apollo/server';
-import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
+import { ApolloServerPluginCacheControlDisabled, ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
 import { ApolloServerPluginDrainHttpServer } from '@apollo/server/plugin/drainHttpServer';
 import type { Config } from '../config';
 import type { GraphQLContext } from '../context';
@@ -37,6 +37,9 @@ export async function startApollo(
     plugins: [
       ApolloServerPluginDrainHttpServer({ httpServer }),
       ApolloServerPluginLandingPageDisabled(),
+      // Installed by default, it hooks every resolved field to compute cache hints that no
+      // field of this API sets (nothing here is cacheable: every operation is per caller).
+      ApolloServerPluginCacheControlDisabled(),
       { serverWillStart: async () => ({ drainServer: beforeStop }) },
     ],
   });
