@@ -1,7 +1,7 @@
 // The bench's outputs: terminal tables, BENCHMARKS.md and an SVG chart, from one summary.
 import { BUDGET_LOAD_DESCRIPTION } from './budgets';
 import { renderWorkers } from './workers';
-import { TARGET_LABEL, type BenchSummary, type GatewayKey, type Goal, type NonStreamScenario, type ProfileResult } from './types';
+import { TARGET_LABEL, type BenchSummary, type GatewayKey, type Goal, type NonStreamScenario, type ProfileResult, type Probes } from './types';
 
 function num(value: number | null | undefined, digits = 2): string {
   return value === null || value === undefined || !Number.isFinite(value) ? '–' : value.toFixed(digits);
@@ -351,6 +351,16 @@ function formatTick(v: number): string {
 
 // ---------------------------------------------------------------- Markdown
 
+/** What the profiled requests spent on `/tokenize`: measured per request (older results lack the count). */
+function tokenizeSentence(profile: ProfileResult, probes: Probes): string {
+  const calls = profile.tokenizeCallsPerRequest;
+  if (calls === undefined) return `The prompt count may add an upstream round trip, \`POST /tokenize\` (${num(probes.tokenizeP50, 3)} ms on the simulator); this result did not count the calls.`;
+  if (calls < 0.05) {
+    return `The simulator answered ${num(calls, 3)} \`/tokenize\` calls per request (the prompt bound reserves without the exact count; the few calls there are calibrate it, once per model), so no tokenize round trip is on the path.`;
+  }
+  return `The prompt count added ${num(calls, 2)} upstream round trips per request, \`POST /tokenize\` (${num(probes.tokenizeP50, 3)} ms each on the simulator), before the chat call itself.`;
+}
+
 function analysis(summary: BenchSummary): string[] {
   const lines: string[] = [];
   const p = summary.profile;
@@ -378,8 +388,7 @@ function analysis(summary: BenchSummary): string[] {
         `- **The rest, about ${num(wait, 2)} ms per request** (added p50 minus gateway CPU), is waiting. Each request ran ` +
           `**${num(p.transactionsPerRequest, 1)} PostgreSQL transactions** (pg_stat_database; ${num(p.rowsWrittenPerRequest, 1)} rows written); ` +
           `on this machine a \`select 1\` round trip takes ${num(summary.probes.selectP50, 3)} ms and a one-row autocommit insert ` +
-          `${num(summary.probes.commitP50, 3)} ms (p50, WAL flushed on commit, the defaults). The prompt count is one more ` +
-          `upstream round trip, \`POST /tokenize\` (${num(summary.probes.tokenizeP50, 3)} ms on the simulator), before the chat call itself. ` +
+          `${num(summary.probes.commitP50, 3)} ms (p50, WAL flushed on commit, the defaults). ${tokenizeSentence(p, summary.probes)} ` +
           `PostgreSQL and the simulator run on the same 2 cores, so their CPU time for this request is in this share too.`,
       );
     }
@@ -405,16 +414,21 @@ function analysis(summary: BenchSummary): string[] {
         `JWT verification: ≈ ${num(us(jwt), 0)} µs per request (${num(jwt, 0)}% of CPU).` +
         (publicKeyTry !== undefined
           ? ` Most of it is \`createPublicKey\` called from jsonwebtoken's verify (${num((publicKeyTry.selfMs * 1000) / Math.max(1, p.requests), 0)} µs/request): given the secret as a string, jsonwebtoken 9 first tries to parse it as a public key, which throws, and only then makes a secret key — on every call. Pass a KeyObject made once with \`crypto.createSecretKey\` (to sign too), or cache verified tokens until their expiry.`
-          : ' Cache the verified claims per token until expiry.'),
+          : jwt < 0.5
+            ? ' Verified claims are already cached per token until they expire.'
+            : ' Cache the verified claims per token until expiry.'),
     });
     const upstream = share('undici', 'openai', 'node:deps/undici');
+    const tokenizeCalls = p.tokenizeCallsPerRequest ?? 1;
     candidates.push({
-      weight: us(upstream) + (summary.probes?.tokenizeP50 ?? 0) * 1000,
+      weight: us(upstream) + tokenizeCalls * (summary.probes?.tokenizeP50 ?? 0) * 1000,
       text:
         `Upstream client: ≈ ${num(us(upstream), 0)} µs of CPU per request (${num(upstream, 0)}%: undici, and the openai SDK ${num(share('openai'), 0)}% ` +
-        `on undici’s \`request()\` through a lean fetch, not Node’s fetch and its web streams) plus the \`/tokenize\` round trip (${num((summary.probes?.tokenizeP50 ?? 0) * 1000, 0)} µs measured directly). ` +
-        (share('openai') > 1 ? 'What the SDK still costs is building the request and parsing SSE and JSON: reading vLLM’s answer straight from `request()` would skip it, along with the SDK’s error classes. ' : '') +
-        'Counting the prompt locally where an estimate is enough to reserve would save the `/tokenize` hop (settle charges what vLLM reports anyway).',
+        `on undici’s \`request()\` through a lean fetch, not Node’s fetch and its web streams)` +
+        (tokenizeCalls >= 0.05
+          ? ` plus ${num(tokenizeCalls, 2)} \`/tokenize\` round trips (${num((summary.probes?.tokenizeP50 ?? 0) * 1000, 0)} µs each, measured directly). `
+          : '; the prompt is bounded locally, without the `/tokenize` hop. ') +
+        (share('openai') > 1 ? 'What the SDK still costs is building the request and parsing SSE and JSON: reading vLLM’s answer straight from `request()` would skip it, along with the SDK’s error classes.' : ''),
     });
     const database = share('pg', 'pg-protocol', 'pg-pool', '@mikro-orm/', 'knex');
     const tx = p.transactionsPerRequest ?? 0;

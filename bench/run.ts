@@ -120,19 +120,21 @@ interface Simulator {
   url: string;
   origin: string;
   setLatency(ttftMs: number, itlMs: number): Promise<void>;
+  /** How many `/tokenize` calls the simulator has answered since it started. */
+  tokenizeCalls(): Promise<number>;
   stop(): Promise<void>;
 }
 
 async function startSimulatorChild(host = '127.0.0.1'): Promise<Simulator> {
   const child = fork(path.join(__dirname, 'sim-child.js'), [host], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   let nextId = 1;
-  const pending = new Map<number, () => void>();
+  const pending = new Map<number, (stats?: { tokenizeRequests: number }) => void>();
   const ready = new Promise<{ url: string; origin: string }>((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`simulator exited with ${code}`)));
-    child.on('message', (message: { type: string; id?: number; url?: string; origin?: string }) => {
+    child.on('message', (message: { type: string; id?: number; url?: string; origin?: string; stats?: { tokenizeRequests: number } }) => {
       if (message.type === 'ready') resolve({ url: message.url as string, origin: message.origin as string });
       else if (message.id !== undefined) {
-        pending.get(message.id)?.();
+        pending.get(message.id)?.(message.stats);
         pending.delete(message.id);
       }
     });
@@ -145,8 +147,15 @@ async function startSimulatorChild(host = '127.0.0.1'): Promise<Simulator> {
     setLatency(ttftMs, itlMs) {
       const id = nextId++;
       return new Promise((resolve) => {
-        pending.set(id, resolve);
+        pending.set(id, () => resolve());
         child.send({ id, type: 'latency', timeToFirstTokenMs: ttftMs, interTokenLatencyMs: itlMs, jitterMs: 0 });
+      });
+    },
+    tokenizeCalls() {
+      const id = nextId++;
+      return new Promise((resolve) => {
+        pending.set(id, (stats) => resolve(stats?.tokenizeRequests ?? 0));
+        child.send({ id, type: 'stats' });
       });
     },
     async stop() {
@@ -621,10 +630,18 @@ async function runProbes(databaseUrl: string, sim: Simulator, model: string): Pr
   return { commitP50: median(commits), selectP50: median(selects), tokenizeP50: median(tokenize) };
 }
 
-async function runProfile(env: Record<string, string>, databaseUrl: string, profileDir: string, token: string, graphqlBody: string): Promise<ProfileResult> {
+async function runProfile(
+  env: Record<string, string>,
+  databaseUrl: string,
+  sim: Simulator,
+  profileDir: string,
+  token: string,
+  graphqlBody: string,
+): Promise<ProfileResult> {
   rmSync(profileDir, { recursive: true, force: true });
   mkdirSync(profileDir, { recursive: true });
   const before = await pgStats(databaseUrl);
+  const tokenizeBefore = await sim.tokenizeCalls();
   const port = await freePort();
   const gateway = await startGateway({ ...env, PORT: String(port) }, ['--cpu-prof', '--cpu-prof-dir', profileDir, '--cpu-prof-interval', '250']);
   const pool = makePool(gateway.origin);
@@ -644,6 +661,7 @@ async function runProfile(env: Record<string, string>, databaseUrl: string, prof
   const exitCode = await gateway.proc.stop();
   await sleep(300);
   const after = await pgStats(databaseUrl);
+  const tokenizeAfter = await sim.tokenizeCalls();
   const files = readdirSync(profileDir).filter((name) => name.endsWith('.cpuprofile'));
   if (files.length === 0) throw new Error(`no .cpuprofile in ${profileDir} (gateway exit code ${exitCode}): ${gateway.proc.output().slice(-2000)}`);
   if (result.errors > 0) throw new Error(`profile load had ${result.errors} errors: ${result.firstError}`);
@@ -659,6 +677,8 @@ async function runProfile(env: Record<string, string>, databaseUrl: string, prof
     busyMsPerRequest: summary.busyMs / Math.max(1, requests * ((PLAN.profileMs - 200) / PLAN.profileMs)),
     transactionsPerRequest: (after.xacts - before.xacts) / totalRequests,
     rowsWrittenPerRequest: (after.written - before.written) / totalRequests,
+    // The profiled gateway calibrates its prompt bound with a few calls, once per model: they count here too.
+    tokenizeCallsPerRequest: (tokenizeAfter - tokenizeBefore) / (requests + warm.latencies.length),
     tables: [...after.tables.entries()]
       .map(([table, now]) => {
         const then = before.tables.get(table) ?? { ins: 0, upd: 0, del: 0, scans: 0 };
@@ -1042,7 +1062,7 @@ async function main(): Promise<void> {
     let profileError: string | null = null;
     await sim.setLatency(0, 0);
     try {
-      profile = await runProfile(env, db.url, path.join(resultsDir, 'profile'), tokens[0] as string, (targets.http.get('graphql') as HttpTarget).body);
+      profile = await runProfile(env, db.url, sim, path.join(resultsDir, 'profile'), tokens[0] as string, (targets.http.get('graphql') as HttpTarget).body);
       progress(
         `profile: GraphQL chat at c=1, 0 ms upstream, ${profile.requests} requests; gateway CPU ${profile.busyMsPerRequest.toFixed(3)} ms/request; top: ${profile.summary.topAreas
           .slice(0, 3)

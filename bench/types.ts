@@ -121,6 +121,8 @@ export interface ProfileResult {
   busyMsPerRequest: number;
   transactionsPerRequest: number | null;
   rowsWrittenPerRequest: number | null;
+  /** Calls of the simulator's `/tokenize` per request over the profiled gateway's life; absent in results from before it was counted. */
+  tokenizeCallsPerRequest?: number;
   /** pg_stat_user_tables activity per request over the profiled gateway's life. */
   tables: { table: string; inserts: number; updates: number; deletes: number; scans: number }[];
 }
