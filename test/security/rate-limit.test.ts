@@ -85,10 +85,6 @@ describe('rate limit (RATE_LIMIT_REQUESTS_PER_MINUTE=3)', () => {
     await expectStillServing(gateway);
   });
 
-  // KNOWN BUG, reported, not fixed here (src/chat/chat.service.ts reserve): the limiter is
-  // asked only after the prompt is counted, so every refused request still sends its messages
-  // (up to CHAT_MAX_CONTENT_CHARS) to the upstream's /tokenize: a user over the limit can keep
-  // the upstream tokenizing at will. Drop `.failing` once admit() runs before the count.
   it('a RATE_LIMITED chat sends nothing upstream, not even to /tokenize', async () => {
     const user = await createUser(gateway, admin, { tokenLimit: 100_000 });
     const left = await secondsLeftInMinute(gateway);
@@ -153,10 +149,6 @@ describe('rate limit (RATE_LIMIT_TOKENS_PER_MINUTE=30)', () => {
     await expectStillServing(gateway);
   });
 
-  // KNOWN BUG, reported, not fixed here (src/chat/chat.service.ts + src/quota/rate-limiter.ts):
-  // tokens are added to the minute only when a request settles, so requests in flight are
-  // invisible to admit(): 10 concurrent chats all pass a 30-token limit (170 tokens spent).
-  // Drop `.failing` once admit() counts what the request reserves.
   it('a burst of concurrent chats spends at most RATE_LIMIT_TOKENS_PER_MINUTE plus one request', async () => {
     const user = await createUser(gateway, (await signInAdmin(gateway)).token, { tokenLimit: 100_000 });
     const left = await secondsLeftInMinute(gateway);

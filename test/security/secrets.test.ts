@@ -247,19 +247,12 @@ describe('secrets and request ids in logs and answers', () => {
     expect(graphqlWindows.some((window) => window.lines.some((line) => line.msg === 'upstream refused a request'))).toBe(true);
   });
 
-  // KNOWN BUG, reported, not fixed here (src/openai/openai.handler.ts): a completed
-  // /v1/chat/completions answers with x-request-id = the metering id (usage record and
-  // UsageEvent requestId), while its log lines carry the HTTP request id. Drop `.failing`
-  // once the two agree.
   it('the OpenAI-compatible chat: its log lines carry the requestId its response echoes', () => {
     const window = windows.find((entry) => entry.what === 'chat (OpenAI-compatible, API key)');
     expect(window).toBeDefined();
     for (const line of window?.lines ?? []) expect(line.requestId).toBe(window?.requestId);
   });
 
-  // KNOWN GAP, reported, not fixed here (src/server.ts): socket operations run outside
-  // requestScope, so lines logged by the services while serving one (here ChatService's
-  // "upstream refused a request") carry no requestId. Drop `.failing` once they do.
   it('lines logged while serving a socket operation carry a requestId', () => {
     const lines = gateway.logs.raw.slice(socketStart, socketEnd).map((line) => JSON.parse(line) as Record<string, unknown>);
     expect(lines.map((line) => line.msg)).toContain('upstream refused a request');
