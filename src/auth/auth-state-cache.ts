@@ -55,6 +55,17 @@ export class AuthStateCache {
     return entry?.value != null && Date.now() - entry.at < this.ttlMs ? entry.value : undefined;
   }
 
+  /**
+   * Records that the key's use was written at `at`, so that its cached state stops asking for
+   * the write again until a minute has passed (the state read from the database is older).
+   */
+  noteApiKeyUsed(keyId: string, at: Date): void {
+    const hash = this.keyHashById.get(keyId);
+    const entry = hash === undefined ? undefined : this.keys.get(hash);
+    if (hash === undefined || entry?.value == null || entry.value.keyId !== keyId) return;
+    this.keys.set(hash, { value: { ...entry.value, lastUsedAt: at }, at: entry.at });
+  }
+
   invalidateUser(userId: string): void {
     this.epoch += 1;
     this.users.delete(userId);

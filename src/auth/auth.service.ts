@@ -275,8 +275,9 @@ export class AuthService {
     const user = key === null ? null : await this.loadUserState(key.userId);
     if (user?.disabled === true) throw new UnauthenticatedError('This account is disabled.', 'USER_DISABLED');
     if (key === null || user === null) throw new UnauthenticatedError('The API key is invalid or revoked.');
-    // Written at most about once a minute per key (as the cache expires), off the request's path.
+    // Written at most about once a minute per key and instance, off the request's path.
     if (key.lastUsedAt === null || Date.now() - new Date(key.lastUsedAt).getTime() > 60_000) {
+      this.cache.noteApiKeyUsed(key.keyId, new Date());
       this.db
         .query("update api_keys set last_used_at = now() where id = $1 and (last_used_at is null or last_used_at < now() - interval '1 minute')", [key.keyId])
         .catch((error: unknown) => this.log.warn({ err: error }, 'could not record API key use'));

@@ -84,6 +84,33 @@ describe('API keys', () => {
     expect(lastUsedAt).not.toBeNull();
   });
 
+  it('records its use with one write for a run of requests, not one per request', async () => {
+    const user = await createUser(gateway, admin.token);
+    const key = await newKey(user);
+    // A statement-level trigger fires for every UPDATE, even one whose WHERE matches no row.
+    await sql(gateway.databaseUrl, 'create table if not exists test_api_key_updates (at timestamptz not null default now())');
+    await sql(
+      gateway.databaseUrl,
+      `create or replace function test_count_api_key_update() returns trigger language plpgsql as
+         $$ begin insert into test_api_key_updates default values; return null; end $$`,
+    );
+    await sql(gateway.databaseUrl, 'drop trigger if exists test_api_key_updates on api_keys');
+    await sql(gateway.databaseUrl, 'create trigger test_api_key_updates after update on api_keys for each statement execute function test_count_api_key_update()');
+    try {
+      for (let i = 0; i < 12; i += 1) expect((await gateway.gql(MeDocument, {}, key.secret)).errors).toBeUndefined();
+      let written: string | null = null;
+      for (let i = 0; i < 20 && written === null; i += 1) {
+        written = (await gateway.gql(ApiKeysDocument, {}, user.token)).data?.apiKeys[0].lastUsedAt ?? null;
+        if (written === null) await sleep(50);
+      }
+      expect(written).not.toBeNull();
+      const [{ updates }] = await sql<{ updates: string }>(gateway.databaseUrl, 'select count(*) as updates from test_api_key_updates');
+      expect(Number(updates)).toBe(1);
+    } finally {
+      await sql(gateway.databaseUrl, 'drop trigger test_api_key_updates on api_keys');
+    }
+  });
+
   it('stops working once revoked, over HTTP and graphql-ws; revoking again answers false', async () => {
     const user = await createUser(gateway, admin.token);
     const key = await newKey(user);
