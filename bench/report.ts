@@ -356,7 +356,7 @@ function tokenizeSentence(profile: ProfileResult, probes: Probes): string {
   const calls = profile.tokenizeCallsPerRequest;
   if (calls === undefined) return `The prompt count may add an upstream round trip, \`POST /tokenize\` (${num(probes.tokenizeP50, 3)} ms on the simulator); this result did not count the calls.`;
   if (calls < 0.05) {
-    return `The simulator answered ${num(calls, 3)} \`/tokenize\` calls per request (the prompt bound reserves without the exact count; the few calls there are calibrate it, once per model), so no tokenize round trip is on the path.`;
+    return `The simulator answered ${num(calls, 3)} \`/tokenize\` calls per request (the prompt bound reserves without the exact count), so no tokenize round trip is on the path.`;
   }
   return `The prompt count added ${num(calls, 2)} upstream round trips per request, \`POST /tokenize\` (${num(probes.tokenizeP50, 3)} ms each on the simulator), before the chat call itself.`;
 }

@@ -121,9 +121,9 @@ export interface ProfileResult {
   busyMsPerRequest: number;
   transactionsPerRequest: number | null;
   rowsWrittenPerRequest: number | null;
-  /** Calls of the simulator's `/tokenize` per request over the profiled gateway's life; absent in results from before it was counted. */
+  /** Calls of the simulator's `/tokenize` per measured request (after the warm-up); absent in results from before it was counted. */
   tokenizeCallsPerRequest?: number;
-  /** pg_stat_user_tables activity per request over the profiled gateway's life. */
+  /** pg_stat_user_tables activity per measured request (from after the warm-up to the gateway's exit). */
   tables: { table: string; inserts: number; updates: number; deletes: number; scans: number }[];
 }
 
