@@ -237,16 +237,38 @@ export const SETTLE_SQL = `with res as (
          returning charged_tokens
 ${chargeLevelsAndAnnounce('$14::jsonb')}`;
 
+type Level = 'team' | 'user' | 'key';
+
+/** Each level's ledger table, its key, the table of its holders, and what a group statement reads besides. */
+const LEVEL_ACCOUNTS: Record<Level, { table: string; key: string; holder: string; extra: string }> = {
+  team: { table: 'team_quota_accounts', key: 'team_id', holder: 'teams', extra: '' },
+  user: { table: 'quota_accounts', key: 'user_id', holder: 'users', extra: '' },
+  key: { table: 'api_key_quota_accounts', key: 'api_key_id', holder: 'api_keys', extra: ', h.user_id as owner_id' },
+};
+
+/**
+ * The update of a level's accounts by a group statement: per account, the rows of `rows` grouped
+ * by `groupKey` either hold (their amount joins `reserved`) or charge (their amount leaves
+ * `reserved`, their charge joins `used`). `locked` is the CTE of those accounts as lockAccounts
+ * read them, `used` as of the current period.
+ */
+function applyToAccounts(level: Level, locked: string, rows: string, groupKey: string, change: 'hold' | 'charge'): string {
+  const { table, key } = LEVEL_ACCOUNTS[level];
+  const [used, reserved, charged] =
+    change === 'hold' ? [`${locked}.used`, 'a.reserved + g.amount', ''] : [`${locked}.used + g.charged`, 'a.reserved - g.amount', ' sum(charged) as charged,'];
+  return `update ${table} a
+            set used = ${used}, reserved = ${reserved},
+                period_start = greatest(a.period_start, ${locked}.period_start), updated_at = now()
+           from (select ${groupKey},${charged} sum(amount) as amount from ${rows} group by ${groupKey}) g join ${locked} on ${locked}.${key} = g.${groupKey}
+          where a.${key} = g.${groupKey}`;
+}
+
 /**
  * The accounts of a level that `ids` names, locked in id order (the order every statement that
  * locks several keeps), after the CTE `after` has taken its locks; each as of the current period.
  */
-function lockAccounts(level: 'team' | 'user' | 'key', ids: string, after: string, condition = ''): string {
-  const { table, key, holder, extra } = {
-    team: { table: 'team_quota_accounts', key: 'team_id', holder: 'teams', extra: '' },
-    user: { table: 'quota_accounts', key: 'user_id', holder: 'users', extra: '' },
-    key: { table: 'api_key_quota_accounts', key: 'api_key_id', holder: 'api_keys', extra: ', h.user_id as owner_id' },
-  }[level];
+function lockAccounts(level: Level, ids: string, after: string, condition = ''): string {
+  const { table, key, holder, extra } = LEVEL_ACCOUNTS[level];
   return `select a.${key}, h.token_limit, ps.start as period_start, ${CURRENT_USED} as used, a.reserved${extra}
            from ${table} a
            join ${holder} h on h.id = a.${key}
@@ -298,23 +320,11 @@ export const RESERVE_GROUP_SQL = `with req as (
        ), granted as (
          select * from judged where completion >= least_completion and team_fits and user_fits and key_fits
        ), held_team as (
-         update team_quota_accounts a
-            set used = team.used, reserved = a.reserved + g.amount,
-                period_start = greatest(a.period_start, team.period_start), updated_at = now()
-           from (select team_id, sum(amount) as amount from granted group by team_id) g join team on team.team_id = g.team_id
-          where a.team_id = g.team_id
+         ${applyToAccounts('team', 'team', 'granted', 'team_id', 'hold')}
        ), held_user as (
-         update quota_accounts a
-            set used = usr.used, reserved = a.reserved + g.amount,
-                period_start = greatest(a.period_start, usr.period_start), updated_at = now()
-           from (select user_id, sum(amount) as amount from granted group by user_id) g join usr on usr.user_id = g.user_id
-          where a.user_id = g.user_id
+         ${applyToAccounts('user', 'usr', 'granted', 'user_id', 'hold')}
        ), held_key as (
-         update api_key_quota_accounts a
-            set used = k.used, reserved = a.reserved + g.amount,
-                period_start = greatest(a.period_start, k.period_start), updated_at = now()
-           from (select valid_key_id, sum(amount) as amount from granted group by valid_key_id) g join akey k on k.api_key_id = g.valid_key_id
-          where a.api_key_id = g.valid_key_id
+         ${applyToAccounts('key', 'akey', 'granted', 'valid_key_id', 'hold')}
        ), ins as (
          insert into quota_reservations (request_id, user_id, team_id, api_key_id, amount, expires_at, instance_id, model, interface, upstream,
                                          prompt_count_source, prompt_tokens)
@@ -367,24 +377,11 @@ export const SETTLE_GROUP_SQL = `with req as (
          select d.*, rec.request_id is not null as recorded, coalesce(rec.charged_tokens, 0) as charged
            from done d left join rec on rec.request_id = d.request_id
        ), charged_team as (
-         update team_quota_accounts a
-            set used = team.used + o.charged, reserved = a.reserved - o.amount,
-                period_start = greatest(a.period_start, team.period_start), updated_at = now()
-           from (select team_id, sum(charged) as charged, sum(amount) as amount from outcome group by team_id) o join team on team.team_id = o.team_id
-          where a.team_id = o.team_id
+         ${applyToAccounts('team', 'team', 'outcome', 'team_id', 'charge')}
        ), charged_user as (
-         update quota_accounts a
-            set used = usr.used + o.charged, reserved = a.reserved - o.amount,
-                period_start = greatest(a.period_start, usr.period_start), updated_at = now()
-           from (select user_id, sum(charged) as charged, sum(amount) as amount from outcome group by user_id) o join usr on usr.user_id = o.user_id
-          where a.user_id = o.user_id
+         ${applyToAccounts('user', 'usr', 'outcome', 'user_id', 'charge')}
        ), charged_key as (
-         update api_key_quota_accounts a
-            set used = akey.used + o.charged, reserved = a.reserved - o.amount,
-                period_start = greatest(a.period_start, akey.period_start), updated_at = now()
-           from (select api_key_id, sum(charged) as charged, sum(amount) as amount from outcome group by api_key_id) o
-           join akey on akey.api_key_id = o.api_key_id
-          where a.api_key_id = o.api_key_id
+         ${applyToAccounts('key', 'akey', 'outcome', 'api_key_id', 'charge')}
        ), figures as (
          select o.ord, o.recorded, o.charged, o.payload,
                 usr.used + sum(o.charged) over (partition by o.user_id order by o.ord) as used,
