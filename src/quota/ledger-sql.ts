@@ -264,6 +264,20 @@ function applyToAccounts(level: Level, locked: string, rows: string, groupKey: s
 }
 
 /**
+ * The CTEs `<name>_team`, `<name>_user` and `<name>_key` that apply `rows` to the accounts of
+ * each level, locked beforehand as `team`, `usr` and `akey`; `keyColumn` names the rows' key.
+ */
+function applyToEveryLevel(name: string, rows: string, keyColumn: string, change: 'hold' | 'charge'): string {
+  return `${name}_team as (
+         ${applyToAccounts('team', 'team', rows, 'team_id', change)}
+       ), ${name}_user as (
+         ${applyToAccounts('user', 'usr', rows, 'user_id', change)}
+       ), ${name}_key as (
+         ${applyToAccounts('key', 'akey', rows, keyColumn, change)}
+       )`;
+}
+
+/**
  * The accounts of a level that `ids` names, locked in id order (the order every statement that
  * locks several keeps), after the CTE `after` has taken its locks; each as of the current period.
  */
@@ -319,13 +333,7 @@ export const RESERVE_GROUP_SQL = `with req as (
           where m.api_key_id is null or k.api_key_id is not null
        ), granted as (
          select * from judged where completion >= least_completion and team_fits and user_fits and key_fits
-       ), held_team as (
-         ${applyToAccounts('team', 'team', 'granted', 'team_id', 'hold')}
-       ), held_user as (
-         ${applyToAccounts('user', 'usr', 'granted', 'user_id', 'hold')}
-       ), held_key as (
-         ${applyToAccounts('key', 'akey', 'granted', 'valid_key_id', 'hold')}
-       ), ins as (
+       ), ${applyToEveryLevel('held', 'granted', 'valid_key_id', 'hold')}, ins as (
          insert into quota_reservations (request_id, user_id, team_id, api_key_id, amount, expires_at, instance_id, model, interface, upstream,
                                          prompt_count_source, prompt_tokens)
          select g.request_id, g.user_id, (select team.team_id from team where team.team_id = g.team_id), g.valid_key_id, g.amount,
@@ -376,13 +384,7 @@ export const SETTLE_GROUP_SQL = `with req as (
        ), outcome as (
          select d.*, rec.request_id is not null as recorded, coalesce(rec.charged_tokens, 0) as charged
            from done d left join rec on rec.request_id = d.request_id
-       ), charged_team as (
-         ${applyToAccounts('team', 'team', 'outcome', 'team_id', 'charge')}
-       ), charged_user as (
-         ${applyToAccounts('user', 'usr', 'outcome', 'user_id', 'charge')}
-       ), charged_key as (
-         ${applyToAccounts('key', 'akey', 'outcome', 'api_key_id', 'charge')}
-       ), figures as (
+       ), ${applyToEveryLevel('charged', 'outcome', 'api_key_id', 'charge')}, figures as (
          select o.ord, o.recorded, o.charged, o.payload,
                 usr.used + sum(o.charged) over (partition by o.user_id order by o.ord) as used,
                 usr.reserved - sum(o.amount) over (partition by o.user_id order by o.ord) as reserved, usr.token_limit,
