@@ -162,6 +162,21 @@ function lockLevelsAfterReservation(teamId: string, userId: string, apiKeyId: st
 }
 
 /**
+ * The NOTIFY of a settled request's UsageEvent: `event` (its fixed fields, jsonb) with the
+ * figures of the CTE row `f` after the charge (used, reserved and limit at each level), at $1.
+ */
+function announce(event: string): string {
+  return `pg_notify('${USAGE_CHANNEL}', (${event} || jsonb_build_object(
+                'used', f.used,
+                'rem', ${remainingAfter('f.token_limit', 'f.used', 'f.reserved')},
+                'tu', f.team_used,
+                'trem', ${remainingAfter('f.team_limit', 'f.team_used', 'f.team_reserved')},
+                'ku', f.key_used,
+                'krem', ${remainingAfter('f.key_limit', 'f.key_used', 'f.key_reserved')},
+                'at', to_char($1::timestamptz at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))::text)`;
+}
+
+/**
  * The end every settlement shares, after its CTEs `res` (the reservation deleted), `team`,
  * `usr`, `akey` (the accounts locked) and `rec` (the usage record inserted, or nothing when the
  * request was settled already): each level is charged the record's tokens and given back the
@@ -202,14 +217,7 @@ function chargeLevelsAndAnnounce(event: string): string {
            left join charged_key k on true
        )
        select f.*, (select charged_tokens from rec) as charged,
-              case when exists (select 1 from rec) then pg_notify('${USAGE_CHANNEL}', (${event} || jsonb_build_object(
-                'used', f.used,
-                'rem', ${remainingAfter('f.token_limit', 'f.used', 'f.reserved')},
-                'tu', f.team_used,
-                'trem', ${remainingAfter('f.team_limit', 'f.team_used', 'f.team_reserved')},
-                'ku', f.key_used,
-                'krem', ${remainingAfter('f.key_limit', 'f.key_used', 'f.key_reserved')},
-                'at', to_char($1::timestamptz at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))::text) end as notified
+              case when exists (select 1 from rec) then ${announce(event)} end as notified
          from figures f`;
 }
 
@@ -398,14 +406,7 @@ export const SETTLE_GROUP_SQL = `with req as (
            left join akey on akey.api_key_id = o.api_key_id
        )
        select f.ord, f.used, f.reserved, f.token_limit, case when f.recorded then f.charged end as charged,
-              case when f.recorded then pg_notify('${USAGE_CHANNEL}', (f.payload || jsonb_build_object(
-                'used', f.used,
-                'rem', ${remainingAfter('f.token_limit', 'f.used', 'f.reserved')},
-                'tu', f.team_used,
-                'trem', ${remainingAfter('f.team_limit', 'f.team_used', 'f.team_reserved')},
-                'ku', f.key_used,
-                'krem', ${remainingAfter('f.key_limit', 'f.key_used', 'f.key_reserved')},
-                'at', to_char($1::timestamptz at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))::text) end as notified
+              case when f.recorded then ${announce('f.payload')} end as notified
          from figures f
         order by f.ord`;
 
