@@ -542,6 +542,20 @@ function observations(summary: BenchSummary): string[] {
       '',
     );
   }
+  const inside = g64?.inside;
+  const insideV1 = pick(20, 64, 'openai')?.inside;
+  if (inside !== undefined && inside.reserveStatementsPerSecond > 0) {
+    const cycleMs = 1000 / inside.reserveStatementsPerSecond;
+    out.push(
+      `Inside our gateway, by its own \`/metrics\` over the same rounds (concurrency 64, 20 ms upstream): a GraphQL request spent ${num(inside.overheadMs, 1)} ms on average ` +
+        `not waiting on vLLM (\`gateway_overhead_seconds\`)${insideV1 === undefined ? '' : `, a /v1 request ${num(insideV1.overheadMs, 1)} ms`}. ` +
+        `Group commit put ${num(inside.reserveItemsPerStatement, 1)} reservations in each reserve statement and ${num(inside.settleItemsPerStatement, 1)} settlements in each settle statement, ` +
+        `${num(inside.reserveStatementsPerSecond, 0)} reserve statements a second. A process keeps one statement of each kind in flight, so one lasts at most ${num(cycleMs, 1)} ms; ` +
+        `waiting for the one in flight (half of one, on average) and then for its own, a request spends up to ≈ ${num(3 * cycleMs, 1)} ms in its two ledger phases ` +
+        '(an upper bound: it assumes a statement is always in flight).',
+      '',
+    );
+  }
   return out;
 }
 

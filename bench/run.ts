@@ -22,6 +22,7 @@ import { ForeignCpuMonitor, processCpuNs, serverCpuMsSince, serverCpuSnapshot } 
 import { GqlWsConnection } from './lib/gql-ws';
 import { closedLoop, gqlStreamOnce, httpOnce, makePool, sseOnce, streamLoop, type HttpTarget, type StreamSample } from './lib/load';
 import { freePort, findPostmaster, killStartedChildren, peakRss, processTree, spawnChild, treePss, type Child } from './lib/proc';
+import { addMetrics, metricsSince, scrapeGatewayMetrics, type GatewayMetricsSample } from './lib/gateway-metrics';
 import { summariseProfile } from './lib/profile';
 import { distribution, median, round } from './lib/stats';
 import { BUDGET_LOAD_LABEL, createLoadAccounts, type BudgetLoadKind } from './budgets';
@@ -36,6 +37,7 @@ import {
   type CodeUnderTest,
   type FanOutResult,
   type Goal,
+  type GatewayInside,
   type GatewayKey,
   type Machine,
   type MemoryResult,
@@ -107,6 +109,8 @@ const CHAT_STREAM =
 const USAGE_SUBSCRIPTION = 'subscription BenchUsage { usageUpdated { requestId userId totalTokens at } }';
 const ADMIN = { email: 'bench-admin@bench.test', password: `bench-${randomBytes(12).toString('hex')}` };
 const USER_PASSWORD = `user-${randomBytes(12).toString('hex')}`;
+/** Our gateways serve /metrics with it, for what they measure of themselves. */
+const METRICS_TOKEN = `metrics-${randomBytes(12).toString('hex')}`;
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const started = Date.now();
@@ -191,6 +195,7 @@ function gatewayEnv(databaseUrl: string, upstreamUrl: string, port: number, data
     VLLM_BASE_URL: upstreamUrl,
     JWT_SECRET: jwtSecret,
     LOG_LEVEL: 'warn',
+    METRICS_TOKEN,
     ADMIN_EMAIL: ADMIN.email,
     ADMIN_PASSWORD: ADMIN.password,
     DATA_DIR: dataDir,
@@ -233,6 +238,8 @@ interface Targets {
   simulatorPid: number;
   /** The postmaster, whose tree (it and its backends) is PostgreSQL's CPU. */
   postgresPid: number | null;
+  /** Our gateway's origin, whose /metrics the rounds of our targets read. */
+  ourOrigin: string;
 }
 
 /** What a load worker sends to a target: by default the same request from every worker. */
@@ -296,7 +303,7 @@ function buildTargets(model: string, sim: Simulator, gateway: Gateway, portkeyOr
     body: graphqlChatBody(model),
     accept: graphqlAccept,
   });
-  return { http, sse, pools, pids: new Map(), simulatorPid: sim.child.pid ?? -1, postgresPid };
+  return { http, sse, pools, pids: new Map(), simulatorPid: sim.child.pid ?? -1, postgresPid, ourOrigin: gateway.origin };
 }
 
 function rotate<T>(items: readonly T[], by: number): T[] {
@@ -305,6 +312,16 @@ function rotate<T>(items: readonly T[], by: number): T[] {
 }
 
 // ---------------------------------------------------------------- non-streaming
+
+/** Our gateway's figures of itself over rounds that lasted `elapsedMs` in all. */
+function insideOf(sample: GatewayMetricsSample, elapsedMs: number): GatewayInside {
+  return {
+    overheadMs: (1000 * sample.overheadSeconds) / Math.max(1, sample.requests),
+    reserveItemsPerStatement: sample.reserveItems / Math.max(1, sample.reserveStatements),
+    settleItemsPerStatement: sample.settleItems / Math.max(1, sample.settleStatements),
+    reserveStatementsPerSecond: sample.reserveStatements / Math.max(0.001, elapsedMs / 1000),
+  };
+}
 
 async function runNonStream(
   sim: Simulator,
@@ -329,12 +346,16 @@ async function runNonStream(
       simulatorMs: number;
       postgresMs: number;
       clientMs: number;
+      inside: GatewayMetricsSample | null;
       rounds: { rps: number; p50: number; errors: number }[];
     }
   >();
-  for (const key of keys) acc.set(key, { latencies: [], errors: 0, firstError: null, elapsedMs: 0, serverMs: 0, gatewayMs: 0, simulatorMs: 0, postgresMs: 0, clientMs: 0, rounds: [] });
+  for (const key of keys) acc.set(key, { latencies: [], errors: 0, firstError: null, elapsedMs: 0, serverMs: 0, gatewayMs: 0, simulatorMs: 0, postgresMs: 0, clientMs: 0, inside: null, rounds: [] });
+  const ours = (key: TargetKey): boolean => key === 'graphql' || key === 'openai';
   for (let r = 0; r < PLAN.rounds; r++) {
     for (const key of rotate(keys, r)) {
+      // Read before the CPU snapshots and after the readings, so that the scrapes cost the round nothing.
+      const metrics0 = ours(key) ? await scrapeGatewayMetrics(targets.ourOrigin, METRICS_TOKEN) : null;
       const server0 = serverCpuSnapshot();
       const pid = targets.pids.get(key);
       const gateway0 = pid === undefined ? null : processCpuNs(pid);
@@ -350,6 +371,10 @@ async function runNonStream(
       if (simulator0 !== null) into.simulatorMs += ((processCpuNs(targets.simulatorPid) ?? simulator0) - simulator0) / 1e6;
       into.postgresMs += Math.max(0, treeCpuNs(targets.postgresPid) - postgres0) / 1e6;
       into.clientMs += (client.user + client.system) / 1000;
+      if (metrics0 !== null) {
+        const delta = metricsSince(metrics0, await scrapeGatewayMetrics(targets.ourOrigin, METRICS_TOKEN));
+        into.inside = into.inside === null ? delta : addMetrics(into.inside, delta);
+      }
       for (const latency of result.latencies) into.latencies.push(latency);
       into.errors += result.errors;
       into.firstError ??= result.firstError;
@@ -374,6 +399,7 @@ async function runNonStream(
       simulatorCpuMsPerRequest: into.simulatorMs / Math.max(1, into.latencies.length),
       postgresCpuMsPerRequest: into.postgresMs / Math.max(1, into.latencies.length),
       clientCores: into.clientMs / Math.max(1, into.elapsedMs),
+      ...(into.inside === null ? {} : { inside: insideOf(into.inside, into.elapsedMs) }),
       rounds: into.rounds,
     };
   });

@@ -44,7 +44,20 @@ export interface NonStreamTargetResult {
   postgresCpuMsPerRequest: number;
   /** CPU of the load generator (this process) while this target ran, in cores. */
   clientCores: number;
+  /** Our gateway's own /metrics over this target's rounds; absent for direct and Portkey. */
+  inside?: GatewayInside;
   rounds: RoundStat[];
+}
+
+/** What our gateway measured of itself over a target's rounds. */
+export interface GatewayInside {
+  /** Mean time per request not spent waiting on vLLM (gateway_overhead_seconds), ms. */
+  overheadMs: number;
+  /** Requests per group-committed reserve statement, and per settle statement. */
+  reserveItemsPerStatement: number;
+  settleItemsPerStatement: number;
+  /** Reserve statements per second of load. */
+  reserveStatementsPerSecond: number;
 }
 
 export interface NonStreamScenario {
