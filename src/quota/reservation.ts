@@ -5,7 +5,8 @@ import type { GatewayMetrics } from '../metrics/metrics';
 import { encodeUnsettled } from '../usage/usage-wire';
 import type { Checkpointed, GatewayInstance } from './gateway-instance';
 import { GroupCommit, LEDGER_GROUP_MAX } from './group-commit';
-import { RELEASE_SQL, SETTLE_GROUP_SQL, SETTLE_SQL } from './ledger-sql';
+import { SETTLE_GROUP_SQL } from './ledger-group-sql';
+import { RELEASE_SQL, SETTLE_SQL } from './ledger-sql';
 import type { PendingSettlements } from './pending-settlements';
 import type { RateLimiter } from './rate-limiter';
 
