@@ -1,7 +1,7 @@
 // The bench's outputs: terminal tables, BENCHMARKS.md and an SVG chart, from one summary.
 import { BUDGET_LOAD_DESCRIPTION } from './budgets';
 import { renderWorkers } from './workers';
-import { TARGET_LABEL, type BenchSummary, type GatewayKey, type Goal, type NonStreamScenario, type ProfileResult, type Probes } from './types';
+import { GATEWAY_KEYS, TARGET_LABEL, type BenchSummary, type GatewayKey, type Goal, type NonStreamScenario, type ProfileResult, type Probes } from './types';
 
 function num(value: number | null | undefined, digits = 2): string {
   return value === null || value === undefined || !Number.isFinite(value) ? '–' : value.toFixed(digits);
@@ -86,7 +86,7 @@ function streamRows(summary: BenchSummary): { header: string[]; rows: string[][]
 
 /** One row per scenario: each gateway's added p50 / p99 and throughput ratio, side by side. */
 function headlineRows(summary: BenchSummary): { header: string[]; rows: string[][]; align: ('l' | 'r')[] } {
-  const gateways: GatewayKey[] = ['portkey', 'graphql', 'openai'];
+  const gateways = GATEWAY_KEYS;
   const header = ['upstream', 'conc.', ...gateways.map((g) => `${NAMES[g]}: added p50 / p99, x direct`)];
   const rows = summary.nonStream.map((scenario) => [
     `${scenario.upstreamMs} ms`,

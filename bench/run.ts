@@ -31,6 +31,7 @@ import { runWorkers } from './workers';
 import { createApiKey, createUser, login } from './lib/graphql-setup';
 import { renderMarkdown, renderSvg, renderTables } from './report';
 import {
+  OUR_KEYS,
   TARGET_KEYS,
   TARGET_LABEL,
   type BenchSummary,
@@ -38,7 +39,6 @@ import {
   type FanOutResult,
   type Goal,
   type GatewayInside,
-  type GatewayKey,
   type Machine,
   type MemoryResult,
   type NonStreamScenario,
@@ -351,11 +351,10 @@ async function runNonStream(
     }
   >();
   for (const key of keys) acc.set(key, { latencies: [], errors: 0, firstError: null, elapsedMs: 0, serverMs: 0, gatewayMs: 0, simulatorMs: 0, postgresMs: 0, clientMs: 0, inside: null, rounds: [] });
-  const ours = (key: TargetKey): boolean => key === 'graphql' || key === 'openai';
   for (let r = 0; r < PLAN.rounds; r++) {
     for (const key of rotate(keys, r)) {
       // Read before the CPU snapshots and after the readings, so that the scrapes cost the round nothing.
-      const metrics0 = ours(key) ? await scrapeGatewayMetrics(targets.ourOrigin, METRICS_TOKEN) : null;
+      const metrics0 = (OUR_KEYS as readonly TargetKey[]).includes(key) ? await scrapeGatewayMetrics(targets.ourOrigin, METRICS_TOKEN) : null;
       const server0 = serverCpuSnapshot();
       const pid = targets.pids.get(key);
       const gateway0 = pid === undefined ? null : processCpuNs(pid);
@@ -742,7 +741,7 @@ function goals(scenario: string, nonStream: NonStreamScenario[], portkeyFrom: No
       ? { pass: null, missBy: '' }
       : { pass: value <= limit, missBy: value <= limit ? '' : `${(value - limit).toFixed(2)}${unit} over` };
   const out: Goal[] = [];
-  for (const target of ['graphql', 'openai'] as GatewayKey[]) {
+  for (const target of OUR_KEYS) {
     const c1 = find(nonStream, 0, 1, target);
     const portkeyC1 = portkey(0, 1);
     const added = c1?.addedP50 ?? null;

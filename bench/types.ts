@@ -8,6 +8,8 @@ export type TargetKey = 'direct' | 'portkey' | 'graphql' | 'openai';
 export const TARGET_KEYS: readonly TargetKey[] = ['direct', 'portkey', 'graphql', 'openai'];
 export type GatewayKey = Exclude<TargetKey, 'direct'>;
 export const GATEWAY_KEYS: readonly GatewayKey[] = ['portkey', 'graphql', 'openai'];
+/** The targets our gateway serves. */
+export const OUR_KEYS: readonly GatewayKey[] = ['graphql', 'openai'];
 
 export const TARGET_LABEL: Record<TargetKey, string> = {
   direct: 'direct (simulator)',

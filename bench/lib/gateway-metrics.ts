@@ -35,16 +35,14 @@ export async function scrapeGatewayMetrics(origin: string, token: string): Promi
   return sample;
 }
 
-/** `after` minus `before`, field by field. */
-export function metricsSince(before: GatewayMetricsSample, after: GatewayMetricsSample): GatewayMetricsSample {
-  const delta = { ...after };
-  for (const key of Object.keys(delta) as (keyof GatewayMetricsSample)[]) delta[key] -= before[key];
-  return delta;
+function combine(a: GatewayMetricsSample, b: GatewayMetricsSample, sign: 1 | -1): GatewayMetricsSample {
+  const result = { ...a };
+  for (const key of Object.keys(result) as (keyof GatewayMetricsSample)[]) result[key] += sign * b[key];
+  return result;
 }
 
+/** `after` minus `before`, field by field. */
+export const metricsSince = (before: GatewayMetricsSample, after: GatewayMetricsSample): GatewayMetricsSample => combine(after, before, -1);
+
 /** `a` plus `b`, field by field. */
-export function addMetrics(a: GatewayMetricsSample, b: GatewayMetricsSample): GatewayMetricsSample {
-  const sum = { ...a };
-  for (const key of Object.keys(sum) as (keyof GatewayMetricsSample)[]) sum[key] += b[key];
-  return sum;
-}
+export const addMetrics = (a: GatewayMetricsSample, b: GatewayMetricsSample): GatewayMetricsSample => combine(a, b, 1);
